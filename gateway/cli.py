@@ -1,0 +1,135 @@
+"""The ``cell-gateway`` command line: run the gateway, check its config, manage its database."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.config import CellConfig, ConfigError, load_config
+from gateway.logging import configure_logging
+
+app = typer.Typer(
+    name="cell-gateway",
+    help="OPC UA cell-controller gateway for one machining cell.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Cell config file (TOML).", envvar="CELL_GATEWAY_CONFIG")
+]
+DEFAULT_CONFIG = Path("config/cell.toml")
+
+
+def _load(path: Path) -> CellConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _print_problems(path, exc)
+        raise typer.Exit(2) from exc
+
+
+def _print_problems(path: Path, exc: ConfigError) -> None:
+    typer.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+    for problem in exc.problems:
+        typer.echo(f"  {problem.path}: {problem.message}", err=True)
+
+
+@app.command()
+def run(
+    config: ConfigOption = DEFAULT_CONFIG,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    json_logs: Annotated[
+        bool | None, typer.Option("--json-logs/--console-logs", help="Default: JSON unless at a terminal.")
+    ] = None,
+) -> None:
+    """Start the gateway and serve until Ctrl-C or SIGTERM."""
+    from gateway.app import serve
+
+    cfg = _load(config)
+    configure_logging(log_level, json=json_logs)
+    asyncio.run(serve(cfg))
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="Config file to check.")] = DEFAULT_CONFIG) -> None:
+    """Validate a config file: print every problem with its key path; exit 2 if there is any."""
+    cfg = _load(path)
+    groups = cfg.groups()
+    typer.echo(
+        f"{path}: ok (cell {cfg.cell.name!r}, {len(cfg.stations)} stations in {len(groups)} groups, "
+        f"{len(cfg.operations)} operations, {len(cfg.pallets)} pallets, {len(cfg.users)} users, "
+        f"profile {cfg.server.security_profile})"
+    )
+
+
+@app.command("hash-password")
+def hash_password(
+    password: Annotated[
+        str | None, typer.Option("--password", help="Read from a prompt when not given (safer).")
+    ] = None,
+) -> None:
+    """Print an argon2 hash of a password, for the ``password_hash`` of a user in the config."""
+    from gateway.security.passwords import hash_password as _hash
+
+    if password is None:
+        if not sys.stdin.isatty():
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                typer.echo("passwords differ", err=True)
+                raise typer.Exit(2)
+    if not password:
+        typer.echo("empty password refused", err=True)
+        raise typer.Exit(2)
+    typer.echo(_hash(password))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Apply all migrations to the configured database (the gateway also does it at start)."""
+    from gateway.storage.database import create_engine
+    from gateway.storage.migrate import upgrade
+
+    cfg = _load(config)
+
+    async def _go() -> tuple[str | None, str | None]:
+        engine = create_engine(cfg.database.url)
+        try:
+            return await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = asyncio.run(_go())
+    typer.echo(f"database at {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Print the database's migration revision and the latest one this version knows."""
+    from gateway.storage.database import create_engine
+    from gateway.storage.migrate import current_revision, head_revision
+
+    cfg = _load(config)
+
+    async def _go() -> str | None:
+        engine = create_engine(cfg.database.url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current, head = asyncio.run(_go()), head_revision()
+    typer.echo(f"current {current or 'empty'}, head {head}" + ("" if current == head else " (upgrade needed)"))
+
+
+def main() -> None:
+    app()

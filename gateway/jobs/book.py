@@ -1,0 +1,758 @@
+"""The JobBook: the one owner of part specs, routing templates, jobs and units.
+
+Every command either raises :class:`~gateway.errors.Refused` having changed nothing, or applies whole.
+To keep that promise each method checks everything first and mutates after; the Hypothesis state
+machine in tests/unit/jobs checks it after every command. Changes are recorded in ``events`` (what
+happened, for logs, storage and OPC UA events) and ``dirty`` (which entities the writer must save).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.errors import Reason, Refused
+from gateway.jobs.events import (
+    JobEvent,
+    JobStateChanged,
+    LostAuditFlagged,
+    LostAuditResolved,
+    StepRecorded,
+    UnitFinished,
+    UnitScrapped,
+    UnitsMoved,
+    UnitStarted,
+)
+from gateway.jobs.layout import CellLayout
+from gateway.jobs.model import (
+    Cost,
+    Job,
+    JobState,
+    PartSpec,
+    Routing,
+    RoutingSource,
+    RoutingSourceKind,
+    RoutingTemplate,
+    Step,
+    TemplateStatus,
+    Transition,
+    Unit,
+    UnitStatus,
+    Variance,
+)
+
+_JOB_PREFIX = "J-"
+
+
+@dataclass(slots=True)
+class Dirty:
+    """Entities changed since the writer last saved; it drains these after each batch."""
+
+    jobs: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)
+    templates: set[str] = field(default_factory=set)
+    specs: set[tuple[str, str]] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.jobs.clear()
+        self.units.clear()
+        self.templates.clear()
+        self.specs.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a planner asks for: Jobs.CreateJob's arguments."""
+
+    part: str
+    revision: str
+    quantity: int
+    job_id: str = ""
+    due: datetime | None = None
+    priority: int = 0
+    yield_buffer_percent: float | None = None  # None: the cell's default
+    operations: tuple[str, ...] = ()  # empty: default template or automatic mode
+    pallets: tuple[str, ...] = ()
+
+
+class JobBook:
+    def __init__(
+        self,
+        layout: CellLayout,
+        *,
+        require_approved_templates: bool = False,
+        default_yield_buffer_percent: float = 2.0,
+    ) -> None:
+        self.layout = layout
+        self.require_approved_templates = require_approved_templates
+        self.default_yield_buffer_percent = default_yield_buffer_percent
+        self.specs: dict[tuple[str, str], PartSpec] = {}
+        self.templates: dict[str, RoutingTemplate] = {}
+        self.jobs: dict[str, Job] = {}
+        self.units: dict[str, Unit] = {}
+        self.transitions: list[Transition] = []
+        self.events: list[JobEvent] = []
+        self.dirty = Dirty()
+        self._job_seq = 0
+
+    # ------------------------------------------------------------------ lookups
+    def job(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise Refused(Reason.NOT_FOUND, f"job {job_id!r} does not exist") from None
+
+    def unit(self, serial: str) -> Unit:
+        try:
+            return self.units[serial]
+        except KeyError:
+            raise Refused(Reason.NOT_FOUND, f"serial {serial!r} is not known in this cell") from None
+
+    def template(self, template_id: str) -> RoutingTemplate:
+        try:
+            return self.templates[template_id]
+        except KeyError:
+            raise Refused(Reason.NOT_FOUND, f"routing template {template_id!r} does not exist") from None
+
+    def units_of(self, job_id: str) -> list[Unit]:
+        return [u for u in self.units.values() if u.job_id == job_id]
+
+    def wip_by_step(self, job_id: str) -> list[tuple[Step, int]]:
+        """Live units per step of the job's routing: waiting for the step or in it."""
+        job = self.job(job_id)
+        counts = [0] * len(job.routing)
+        for unit in self.units_of(job_id):
+            if unit.live:
+                counts[unit.next_step] += 1
+        return list(zip(job.routing, counts, strict=True))
+
+    def job_cost(self, job_id: str) -> Cost:
+        """Accumulated time of the job's units, scrapped ones included: their time was spent."""
+        total = Cost()
+        for unit in self.units_of(job_id):
+            total.add(unit.cost)
+        return total
+
+    def has_usable_template(self, part: str, revision: str) -> bool:
+        return any(t.usable for t in self.templates.values() if t.part == part and t.revision == revision)
+
+    # ------------------------------------------------------------------ templates
+    def _spec(self, part: str, revision: str) -> PartSpec:
+        spec = self.specs.get((part, revision))
+        if spec is None:
+            spec = self.specs[(part, revision)] = PartSpec(part, revision)
+            self.dirty.specs.add(spec.key)
+        return spec
+
+    def create_template(
+        self, part: str, revision: str, operations: Sequence[str], at: datetime
+    ) -> RoutingTemplate:
+        _require_text(part=part, revision=revision)
+        steps = self.layout.resolve(operations)
+        spec = self._spec(part, revision)
+        spec.template_versions += 1
+        template = RoutingTemplate(
+            id=f"{part}/{revision}/v{spec.template_versions}",
+            part=part,
+            revision=revision,
+            version=spec.template_versions,
+            steps=steps,
+            created_at=at,
+        )
+        self.templates[template.id] = template
+        self.dirty.templates.add(template.id)
+        self.dirty.specs.add(spec.key)
+        return template
+
+    def edit_template(self, template_id: str, operations: Sequence[str]) -> RoutingTemplate:
+        template = self.template(template_id)
+        if template.status is TemplateStatus.FROZEN:
+            raise Refused(
+                Reason.TEMPLATE_FROZEN,
+                f"template {template_id} is referenced by a job and frozen; deprecate it and create a new version",
+            )
+        if template.status is not TemplateStatus.DRAFT:
+            raise Refused(
+                Reason.INVALID_TRANSITION,
+                f"template {template_id} is {template.status.value}; only a Draft can be edited, "
+                "create a new version",
+            )
+        template.steps = self.layout.resolve(operations)
+        self.dirty.templates.add(template_id)
+        return template
+
+    def approve_template(self, template_id: str) -> RoutingTemplate:
+        template = self.template(template_id)
+        if template.status is not TemplateStatus.DRAFT:
+            raise Refused(
+                Reason.INVALID_TRANSITION,
+                f"template {template_id} is {template.status.value}; only a Draft can be approved",
+            )
+        template.status = TemplateStatus.APPROVED
+        self.dirty.templates.add(template_id)
+        return template
+
+    def set_default_template(self, part: str, revision: str, template_id: str) -> PartSpec:
+        template = self.template(template_id)
+        if (template.part, template.revision) != (part, revision):
+            raise Refused(
+                Reason.INVALID_ARGUMENT,
+                f"template {template_id} belongs to {template.part} rev {template.revision}, "
+                f"not {part} rev {revision}",
+            )
+        if not template.usable:
+            raise Refused(
+                Reason.TEMPLATE_NOT_APPROVED,
+                f"template {template_id} is {template.status.value}; only an approved template can be default",
+            )
+        spec = self._spec(part, revision)
+        spec.default_template_id = template_id
+        self.dirty.specs.add(spec.key)
+        return spec
+
+    def deprecate_template(self, template_id: str) -> RoutingTemplate:
+        template = self.template(template_id)
+        if template.status is TemplateStatus.DEPRECATED:
+            raise Refused(Reason.INVALID_TRANSITION, f"template {template_id} is already deprecated")
+        template.status = TemplateStatus.DEPRECATED
+        self.dirty.templates.add(template_id)
+        spec = self.specs.get((template.part, template.revision))
+        if spec is not None and spec.default_template_id == template_id:
+            # The part falls back to automatic mode until another template is made default.
+            spec.default_template_id = ""
+            self.dirty.specs.add(spec.key)
+        return template
+
+    def promote_routing(self, job_id: str, at: datetime) -> RoutingTemplate:
+        """A job's routing becomes a new Draft template of its part revision, ready for approval."""
+        job = self.job(job_id)
+        return self.create_template(job.part, job.revision, [s.operation for s in job.routing], at)
+
+    # ------------------------------------------------------------------ jobs
+    def _next_job_id(self) -> str:
+        while True:
+            self._job_seq += 1
+            candidate = f"{_JOB_PREFIX}{self._job_seq:04d}"
+            if candidate not in self.jobs:
+                return candidate
+
+    def note_job_id(self, job_id: str) -> None:
+        """Keep generated ids ahead of every stored one (used when loading)."""
+        if job_id.startswith(_JOB_PREFIX) and job_id[len(_JOB_PREFIX) :].isdigit():
+            self._job_seq = max(self._job_seq, int(job_id[len(_JOB_PREFIX) :]))
+
+    def _routing_for(self, request: NewJob) -> tuple[Routing, RoutingSource, RoutingTemplate | None]:
+        if request.operations:
+            return self.layout.resolve(request.operations), RoutingSource(RoutingSourceKind.CUSTOM), None
+        spec = self.specs.get((request.part, request.revision))
+        if spec is not None and spec.default_template_id:
+            template = self.templates[spec.default_template_id]
+            return template.steps, RoutingSource(RoutingSourceKind.TEMPLATE, template.id), template
+        if not self.layout.process:
+            raise Refused(Reason.NOT_FOUND, "the process configuration has no operations")
+        return self.layout.process, RoutingSource(RoutingSourceKind.AUTOMATIC), None
+
+    def create_job(self, request: NewJob, at: datetime, actor: str) -> Job:
+        _require_text(part=request.part, revision=request.revision)
+        if request.quantity < 1:
+            raise Refused(Reason.INVALID_ARGUMENT, f"quantity must be at least 1, not {request.quantity}")
+        buffer = (
+            self.default_yield_buffer_percent
+            if request.yield_buffer_percent is None
+            else request.yield_buffer_percent
+        )
+        if not 0 <= buffer <= 100:
+            raise Refused(Reason.INVALID_ARGUMENT, f"yield buffer must be 0..100 %, not {buffer}")
+        if request.job_id and request.job_id in self.jobs:
+            raise Refused(Reason.DUPLICATE_ID, f"job {request.job_id} exists already")
+        pallets = self.layout.check_pallets(request.pallets)
+        routing, source, template = self._routing_for(request)
+        job = Job(
+            id=request.job_id or self._next_job_id(),
+            part=request.part,
+            revision=request.revision,
+            quantity=request.quantity,
+            yield_buffer_percent=buffer,
+            due=request.due,
+            priority=request.priority,
+            pallets=pallets,
+            routing=routing,
+            source=source,
+            created_at=at,
+        )
+        self.note_job_id(job.id)
+        self.jobs[job.id] = job
+        self.dirty.jobs.add(job.id)
+        if template is not None and template.status is TemplateStatus.APPROVED:
+            template.status = TemplateStatus.FROZEN
+            self.dirty.templates.add(template.id)
+        self._transition(job, JobState.CREATED, f"created ({source})", actor, at, new=True)
+        return job
+
+    def replace_routing(self, job_id: str, operations: Sequence[str], actor: str, at: datetime) -> Job:
+        job = self.job(job_id)
+        if job.state is not JobState.CREATED:
+            raise Refused(
+                Reason.INVALID_TRANSITION,
+                f"job {job_id} is {job.state.value}; its routing was locked at release",
+            )
+        job.routing = self.layout.resolve(operations)
+        job.source = RoutingSource(RoutingSourceKind.CUSTOM)
+        self.dirty.jobs.add(job_id)
+        return job
+
+    def release(self, job_id: str, actor: str, at: datetime, reason: str = "") -> Job:
+        job = self.job(job_id)
+        if job.state is not JobState.CREATED:
+            raise _state_refusal(job, "release")
+        if self.require_approved_templates and not self.has_usable_template(job.part, job.revision):
+            raise Refused(
+                Reason.APPROVAL_REQUIRED,
+                f"{job.part} rev {job.revision} has no approved routing template, and this cell requires "
+                "one for production",
+            )
+        job.released_at = at
+        self._transition(job, JobState.RELEASED, reason or "released", actor, at)
+        return job
+
+    def hold(self, job_id: str, reason: str, actor: str, at: datetime) -> Job:
+        job = self.job(job_id)
+        if job.state not in (JobState.RELEASED, JobState.RUNNING):
+            raise _state_refusal(job, "hold")
+        job.held_from = job.state
+        self._transition(job, JobState.HOLD, reason, actor, at)
+        return job
+
+    def resume(self, job_id: str, actor: str, at: datetime, reason: str = "") -> Job:
+        job = self.job(job_id)
+        if job.state is not JobState.HOLD or job.held_from is None:
+            raise _state_refusal(job, "resume")
+        target, job.held_from = job.held_from, None
+        self._transition(job, target, reason or "resumed", actor, at)
+        return job
+
+    def close(self, job_id: str, reason: str, actor: str, at: datetime) -> Variance:
+        """Technical completion or short-close: frees the unstarted quantity, reports the variance.
+
+        Units still in WIP stay tracked: what they do is recorded as facts, but nothing new starts.
+        """
+        job = self.job(job_id)
+        if job.state is JobState.CLOSED:
+            raise Refused(Reason.JOB_CLOSED, f"job {job_id} is closed already")
+        variance = Variance(
+            job_id=job.id,
+            ordered=job.quantity,
+            started=job.started,
+            finished=job.finished,
+            scrapped=job.scrapped,
+            wip=job.wip,
+            freed=max(0, job.quantity - (job.started - job.scrapped)),
+        )
+        job.held_from = None
+        job.closed_at = at
+        self._transition(job, JobState.CLOSED, reason or "closed", actor, at)
+        return variance
+
+    def _transition(
+        self, job: Job, to: JobState, reason: str, actor: str, at: datetime, *, new: bool = False
+    ) -> None:
+        """Move a job to ``to`` and record it; ``new`` for a job that did not exist before."""
+        before = None if new else job.state
+        job.state = to
+        self.dirty.jobs.add(job.id)
+        self.transitions.append(Transition(job.id, at, actor, before, to, reason))
+        self.events.append(JobStateChanged(job.id, before, to, reason, actor, at))
+
+    # ------------------------------------------------------------------ split and merge
+    def split(
+        self, job_id: str, serials: Sequence[str], operations: Sequence[str], actor: str, at: datetime
+    ) -> Job:
+        """Move chosen units to a child job ``<id>-R<n>`` with its own routing, their cost with them."""
+        job = self.job(job_id)
+        if job.state is JobState.CLOSED:
+            raise Refused(Reason.JOB_CLOSED, f"job {job_id} is closed")
+        if not serials:
+            raise Refused(Reason.INVALID_ARGUMENT, "name at least one serial to split off")
+        if len(set(serials)) != len(serials):
+            raise Refused(Reason.INVALID_ARGUMENT, "a serial is named twice")
+        units = [self.unit(s) for s in serials]
+        for unit in units:
+            if unit.job_id != job_id:
+                raise Refused(
+                    Reason.INVALID_ARGUMENT, f"{unit.serial} belongs to {unit.job_id}, not {job_id}"
+                )
+            if not unit.live:
+                raise Refused(
+                    Reason.INVALID_TRANSITION, f"{unit.serial} is {unit.status.value}; only WIP units move"
+                )
+            if unit.status is UnitStatus.IN_STEP:
+                raise Refused(
+                    Reason.INVALID_TRANSITION,
+                    f"{unit.serial} is in {job.routing[unit.next_step].operation} at {unit.station}; "
+                    "split it after it leaves",
+                )
+        if operations:
+            routing = self.layout.resolve(operations)
+            positions = [0] * len(units)
+        else:
+            offset = min(u.next_step for u in units)
+            routing = job.routing[offset:]
+            positions = [u.next_step - offset for u in units]
+        child_id = f"{job.id}-R{job.children + 1}"
+        if child_id in self.jobs:
+            raise Refused(Reason.DUPLICATE_ID, f"job {child_id} exists already")
+        count = len(units)
+        job.children += 1
+        child = Job(
+            id=child_id,
+            part=job.part,
+            revision=job.revision,
+            quantity=count,
+            yield_buffer_percent=0.0,
+            due=job.due,
+            priority=job.priority,
+            pallets=job.pallets,
+            routing=routing,
+            source=RoutingSource(RoutingSourceKind.CUSTOM),
+            created_at=at,
+            parent_id=job.id,
+            started=count,
+            released_at=at,
+        )
+        self.jobs[child_id] = child
+        job.quantity = max(0, job.quantity - count)
+        job.started -= count
+        self.dirty.jobs.update((job.id, child_id))
+        for unit, position in zip(units, positions, strict=True):
+            unit.job_id = child_id
+            unit.next_step = position
+            unit.failed_attempts = 0
+            self.dirty.units.add(unit.serial)
+        self._transition(
+            child, JobState.RUNNING, f"split from {job.id}: {count} unit(s)", actor, at, new=True
+        )
+        self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
+        return child
+
+    def merge(self, target_id: str, source_id: str, actor: str, at: datetime) -> Job:
+        """Fold the source job into the target: same part number and revision only."""
+        if target_id == source_id:
+            raise Refused(Reason.INVALID_ARGUMENT, "a job cannot be merged into itself")
+        target, source = self.job(target_id), self.job(source_id)
+        for job in (target, source):
+            if job.state is JobState.CLOSED:
+                raise Refused(Reason.JOB_CLOSED, f"job {job.id} is closed")
+            if job.state is JobState.CREATED:
+                raise Refused(Reason.JOB_NOT_RELEASED, f"job {job.id} is not released")
+        if (target.part, target.revision) != (source.part, source.revision):
+            raise Refused(
+                Reason.MIXED_MERGE,
+                f"cannot merge {source.id} ({source.part} rev {source.revision}) into {target.id} "
+                f"({target.part} rev {target.revision}): only the same part number and revision merge",
+            )
+        units = self.units_of(source_id)
+        positions: dict[str, int] = {}
+        target_ops = [s.operation for s in target.routing]
+        for unit in units:
+            if not unit.live:
+                positions[unit.serial] = len(target.routing)
+                continue
+            if unit.status is UnitStatus.IN_STEP:
+                raise Refused(
+                    Reason.INVALID_TRANSITION,
+                    f"{unit.serial} is in a step at {unit.station}; merge after it leaves",
+                )
+            needed = source.routing[unit.next_step].operation
+            if needed not in target_ops:
+                raise Refused(
+                    Reason.INVALID_PROCESS_STEP,
+                    f"{unit.serial} needs {needed} next, which {target.id}'s routing does not contain",
+                )
+            positions[unit.serial] = target_ops.index(needed)
+        target.quantity += source.quantity
+        target.started += source.started
+        target.scrapped += source.scrapped
+        target.finished += source.finished
+        for unit in units:
+            unit.job_id = target_id
+            unit.next_step = positions[unit.serial]
+            self.dirty.units.add(unit.serial)
+        source.quantity = source.started = source.scrapped = source.finished = 0
+        if target.state is JobState.RELEASED and target.started:
+            self._transition(target, JobState.RUNNING, f"merged running units of {source.id}", actor, at)
+        self.dirty.jobs.update((target_id, source_id))
+        source.closed_at = at
+        source.held_from = None
+        self._transition(source, JobState.CLOSED, f"merged into {target.id}", actor, at)
+        if units:
+            self.events.append(UnitsMoved(tuple(u.serial for u in units), source.id, target.id, at))
+        return target
+
+    # ------------------------------------------------------------------ unit movement
+    def check_new_units(self, job_id: str, station: str, count: int = 1, pallet: str = "") -> Job:
+        """May ``count`` new units of the job enter its first step at this station? Changes nothing."""
+        job = self.job(job_id)
+        _require_runnable(job)
+        if count < 1:
+            raise Refused(Reason.INVALID_ARGUMENT, f"a load needs a quantity of at least 1, not {count}")
+        self._check_route(job, 0, station, what=f"a new unit of {job.id}")
+        if pallet and not job.allows_pallet(pallet):
+            raise Refused(
+                Reason.WRONG_RESOURCE,
+                f"job {job.id} may run only on pallets {', '.join(job.pallets)}, not {pallet}",
+            )
+        if count > job.room:
+            raise Refused(
+                Reason.ORDER_FULFILLED,
+                f"job {job.id} is fulfilled: {job.started - job.scrapped} of max {job.max_quantity} "
+                f"started (ordered {job.quantity} + buffer); {count} more would exceed the cap",
+            )
+        return job
+
+    def check_serials_free(self, serials: Iterable[str]) -> None:
+        seen: set[str] = set()
+        for serial in serials:
+            if not serial or serial != serial.strip():
+                raise Refused(Reason.INVALID_ARGUMENT, f"serial {serial!r} is empty or has spaces around it")
+            if serial in self.units or serial in seen:
+                raise Refused(Reason.DUPLICATE_SERIAL, f"serial {serial} exists already in this cell")
+            seen.add(serial)
+
+    def start_unit(self, job_id: str, serial: str, station: str, at: datetime) -> Unit:
+        """A new unit enters the job's first step (StartUnit, or the load part of LoadCompleted)."""
+        job = self.check_new_units(job_id, station)
+        self.check_serials_free([serial])
+        unit = Unit(
+            serial=serial,
+            job_id=job_id,
+            next_step=0,
+            status=UnitStatus.IN_STEP,
+            started_at=at,
+            last_activity=at,
+            station=station,
+            entered_at=at,
+        )
+        self.units[serial] = unit
+        job.started += 1
+        self.dirty.units.add(serial)
+        self.dirty.jobs.add(job_id)
+        self.events.append(UnitStarted(serial, job_id, station, at))
+        if job.state is JobState.RELEASED:
+            self._transition(job, JobState.RUNNING, f"first unit {serial} started at {station}", "cell", at)
+        return unit
+
+    def next_step(self, unit: Unit) -> Step | None:
+        job = self.jobs[unit.job_id]
+        return job.routing[unit.next_step] if unit.next_step < len(job.routing) else None
+
+    def check_entry(self, serial: str, station: str, program: str | None = None) -> tuple[Unit, Job, Step]:
+        """May this unit enter its next step at this station (with this program)? Changes nothing."""
+        unit = self.unit(serial)
+        job = self.jobs[unit.job_id]
+        _require_runnable(job)
+        if not unit.live:
+            raise Refused(
+                Reason.INVALID_PROCESS_STEP, f"{serial} is {unit.status.value}; it has no step left to enter"
+            )
+        if unit.status is UnitStatus.IN_STEP:
+            raise Refused(
+                Reason.INVALID_PROCESS_STEP,
+                f"{serial} is in {job.routing[unit.next_step].operation} at {unit.station} already",
+            )
+        step = self._check_route(job, unit.next_step, station, what=serial, unit=unit)
+        if program is not None and step.program and program.casefold() != step.program.casefold():
+            raise Refused(
+                Reason.WRONG_PROGRAM,
+                f"{serial} needs program {step.program} for {step.operation}, not {program}",
+            )
+        return unit, job, step
+
+    def enter_step(self, serial: str, station: str, at: datetime, program: str | None = None) -> Unit:
+        unit, _, _ = self.check_entry(serial, station, program)
+        unit.status = UnitStatus.IN_STEP
+        unit.station = station
+        unit.entered_at = at
+        unit.last_activity = at
+        self.dirty.units.add(serial)
+        return unit
+
+    def _check_route(
+        self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None
+    ) -> Step:
+        info = self.layout.station(station)
+        step = job.routing[index]
+        if step.group in info.groups:
+            return step
+        served = [i for i, s in enumerate(job.routing) if s.group in info.groups]
+        if served:
+            other = job.routing[served[0]]
+            if unit is not None and unit.failed_attempts:
+                why = f"it failed {step.operation} and must repeat it or be split to rework"
+            elif served[0] > index:
+                why = f"it must pass {step.operation} {step.name} ({step.group}) first"
+            else:
+                why = f"it passed {other.operation} already and needs {step.operation} {step.name} next"
+            raise Refused(
+                Reason.INVALID_PROCESS_STEP,
+                f"{what} cannot enter {other.operation} at {station}: {why}",
+            )
+        raise Refused(
+            Reason.WRONG_RESOURCE,
+            f"station {station} ({', '.join(sorted(info.groups))}) does not serve {step.operation} "
+            f"{step.name}, which {what} needs next (group {step.group})",
+        )
+
+    def leave_step(
+        self,
+        serial: str,
+        station: str,
+        passed: bool,
+        at: datetime,
+        elapsed: float | None,
+        flags: Sequence[str] = (),
+    ) -> StepRecorded | None:
+        """A fact: the unit left its step, passed or failed. Always recorded; never refused by job state.
+
+        If the unit was not in the step (an end without a start) the result still counts when the
+        station serves the step the unit needs, with the elapsed time unknown; otherwise nothing moves
+        and None is returned, for the caller to flag.
+        """
+        unit = self.unit(serial)
+        job = self.jobs[unit.job_id]
+        if not unit.live:
+            return None
+        step = job.routing[unit.next_step]
+        entered_at: datetime | None
+        if unit.status is UnitStatus.IN_STEP:
+            entered_at = unit.entered_at
+        else:
+            if step.group not in self.layout.station(station).groups:
+                return None
+            entered_at = None
+        record = StepRecorded(
+            serial=serial,
+            job=job.id,
+            step_index=unit.next_step,
+            operation=step.operation,
+            station=station,
+            entered_at=entered_at,
+            left_at=at,
+            passed=passed,
+            elapsed=elapsed,
+            expected=step.expected_seconds,
+            labor=step.kind.is_labor,
+            flags=tuple(flags),
+        )
+        _accumulate(unit.cost, record)
+        unit.status = UnitStatus.WAITING
+        unit.station = ""
+        unit.entered_at = None
+        unit.last_activity = at
+        if passed:
+            unit.next_step += 1
+            unit.failed_attempts = 0
+        else:
+            unit.failed_attempts += 1
+        self.events.append(record)
+        self.dirty.units.add(serial)
+        if unit.next_step >= len(job.routing):
+            unit.status = UnitStatus.FINISHED
+            job.finished += 1
+            self.dirty.jobs.add(job.id)
+            self.events.append(UnitFinished(serial, job.id, at))
+        return record
+
+    def scrap(self, serial: str, reason: str, at: datetime) -> Unit:
+        unit = self.unit(serial)
+        if not unit.live:
+            raise Refused(
+                Reason.INVALID_TRANSITION,
+                f"{serial} is {unit.status.value}; only a unit in WIP can be scrapped",
+            )
+        job = self.jobs[unit.job_id]
+        unit.status = UnitStatus.SCRAPPED
+        unit.station = ""
+        unit.entered_at = None
+        unit.last_activity = at
+        unit.audit_flagged = False
+        job.scrapped += 1
+        self.dirty.units.add(serial)
+        self.dirty.jobs.add(job.id)
+        self.events.append(UnitScrapped(serial, job.id, reason, at))
+        return unit
+
+    # ------------------------------------------------------------------ stale WIP
+    def flag_stale(self, now: datetime, threshold: timedelta) -> list[LostAuditFlagged]:
+        """Flag live units idle longer than the threshold for a Lost Audit, each once."""
+        flagged: list[LostAuditFlagged] = []
+        for unit in self.units.values():
+            if unit.live and not unit.audit_flagged and now - unit.last_activity > threshold:
+                unit.audit_flagged = True
+                self.dirty.units.add(unit.serial)
+                event = LostAuditFlagged(
+                    unit.serial, unit.job_id, unit.station, (now - unit.last_activity).total_seconds(), now
+                )
+                flagged.append(event)
+                self.events.append(event)
+        return flagged
+
+    def resolve_audit(self, serial: str, outcome: str, actor: str, at: datetime) -> Unit:
+        unit = self.unit(serial)
+        word = outcome.strip().casefold()
+        if word not in ("found", "lost"):
+            raise Refused(Reason.INVALID_ARGUMENT, f"outcome must be 'found' or 'lost', not {outcome!r}")
+        if not unit.audit_flagged:
+            raise Refused(Reason.INVALID_TRANSITION, f"{serial} has no open Lost Audit")
+        if word == "lost":
+            self.scrap(serial, "lost", at)
+        else:
+            unit.audit_flagged = False
+            unit.last_activity = at
+            self.dirty.units.add(serial)
+        self.events.append(LostAuditResolved(serial, unit.job_id, word, actor, at))
+        return unit
+
+
+def _accumulate(cost: Cost, record: StepRecorded) -> None:
+    if record.elapsed is None:
+        cost.unknown_elapsed += 1
+    elif record.labor:
+        cost.elapsed_labor += record.elapsed
+    else:
+        cost.elapsed_machine += record.elapsed
+    if record.expected is None:
+        cost.unknown_expected += 1
+    elif record.labor:
+        cost.expected_labor += record.expected
+    else:
+        cost.expected_machine += record.expected
+
+
+def _require_text(**values: str) -> None:
+    for name, value in values.items():
+        if not value or not value.strip():
+            raise Refused(Reason.INVALID_ARGUMENT, f"{name} must not be empty")
+
+
+def _require_runnable(job: Job) -> None:
+    """New transactions need a released, running job: not Created, not on Hold, not Closed."""
+    if job.state is JobState.CREATED:
+        raise Refused(Reason.JOB_NOT_RELEASED, f"job {job.id} is not released yet")
+    if job.state is JobState.HOLD:
+        raise Refused(Reason.JOB_ON_HOLD, f"job {job.id} is on hold; nothing new starts until it is resumed")
+    if job.state is JobState.CLOSED:
+        raise Refused(Reason.JOB_CLOSED, f"job {job.id} is closed")
+
+
+def _state_refusal(job: Job, action: str) -> Refused:
+    reason = {
+        JobState.CLOSED: Reason.JOB_CLOSED,
+        JobState.HOLD: Reason.JOB_ON_HOLD,
+        JobState.CREATED: Reason.JOB_NOT_RELEASED,
+    }.get(job.state, Reason.INVALID_TRANSITION)
+    return Refused(reason, f"job {job.id} is {job.state.value}; it cannot be {_past(action)}")
+
+
+def _past(action: str) -> str:
+    return {"release": "released", "hold": "put on hold", "resume": "resumed"}.get(action, action + "d")

@@ -1,0 +1,248 @@
+"""Jobs, routings and units: the values and entities of the cell's work.
+
+Pure: no I/O, no clock. Times are handed in by the caller. Entities are plain mutable classes owned by
+:class:`gateway.jobs.book.JobBook`, which is the only code that changes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from fractions import Fraction
+from math import ceil
+
+
+class JobState(StrEnum):
+    CREATED = "Created"
+    RELEASED = "Released"
+    RUNNING = "Running"
+    HOLD = "Hold"
+    CLOSED = "Closed"
+
+
+class TemplateStatus(StrEnum):
+    DRAFT = "Draft"
+    APPROVED = "Approved"
+    FROZEN = "Frozen"
+    DEPRECATED = "Deprecated"
+
+
+class StepKind(StrEnum):
+    """What a step does; decides whether its time is labor (load station) or machine time."""
+
+    LOAD = "load"
+    UNLOAD = "unload"
+    MACHINE = "machine"
+    WASH = "wash"
+    INSPECT = "inspect"
+    MANUAL = "manual"
+
+    @property
+    def is_labor(self) -> bool:
+        return self in (StepKind.LOAD, StepKind.UNLOAD, StepKind.MANUAL, StepKind.INSPECT)
+
+    @property
+    def is_cycle(self) -> bool:
+        """Steps passed by a machine or wash cycle on a pallet (CycleStarted/CycleEnded)."""
+        return self in (StepKind.MACHINE, StepKind.WASH)
+
+
+class UnitStatus(StrEnum):
+    WAITING = "waiting"  # needs routing[next_step] next
+    IN_STEP = "in_step"  # has entered routing[next_step] at ``station``
+    FINISHED = "finished"
+    SCRAPPED = "scrapped"
+
+
+class RoutingSourceKind(StrEnum):
+    TEMPLATE = "template"
+    AUTOMATIC = "automatic"
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a routing, snapshotted whole: later config edits never reach it."""
+
+    operation: str
+    name: str
+    group: str
+    kind: StepKind
+    program: str = ""
+    expected_seconds: float | None = None
+
+
+Routing = tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSource:
+    kind: RoutingSourceKind
+    template_id: str = ""
+
+    def __str__(self) -> str:
+        return f"template:{self.template_id}" if self.kind is RoutingSourceKind.TEMPLATE else self.kind.value
+
+    @classmethod
+    def parse(cls, text: str) -> RoutingSource:
+        kind, _, template = text.partition(":")
+        return cls(RoutingSourceKind(kind), template)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    job_id: str
+    at: datetime
+    actor: str
+    from_state: JobState | None
+    to_state: JobState
+    reason: str
+
+
+@dataclass(slots=True)
+class RoutingTemplate:
+    id: str
+    part: str
+    revision: str
+    version: int
+    steps: Routing
+    status: TemplateStatus = TemplateStatus.DRAFT
+    created_at: datetime | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Approved for production: may be the default and may feed new jobs."""
+        return self.status in (TemplateStatus.APPROVED, TemplateStatus.FROZEN)
+
+
+@dataclass(slots=True)
+class PartSpec:
+    part: str
+    revision: str
+    default_template_id: str = ""
+    template_versions: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.part, self.revision)
+
+
+@dataclass(slots=True)
+class Cost:
+    """Accumulated time of a unit, elapsed (measured) and expected (planned) kept apart.
+
+    ``unknown_*`` count the contributions whose elapsed time could not be measured (an end without a
+    start): they are never invented, only counted, so a report can say how complete it is.
+    """
+
+    elapsed_labor: float = 0.0
+    expected_labor: float = 0.0
+    elapsed_machine: float = 0.0
+    expected_machine: float = 0.0
+    unknown_elapsed: int = 0
+    unknown_expected: int = 0
+
+    def add(self, other: Cost) -> None:
+        self.elapsed_labor += other.elapsed_labor
+        self.expected_labor += other.expected_labor
+        self.elapsed_machine += other.elapsed_machine
+        self.expected_machine += other.expected_machine
+        self.unknown_elapsed += other.unknown_elapsed
+        self.unknown_expected += other.unknown_expected
+
+    def copy(self) -> Cost:
+        return Cost(
+            self.elapsed_labor,
+            self.expected_labor,
+            self.elapsed_machine,
+            self.expected_machine,
+            self.unknown_elapsed,
+            self.unknown_expected,
+        )
+
+
+@dataclass(slots=True)
+class Unit:
+    serial: str
+    job_id: str
+    next_step: int
+    status: UnitStatus
+    started_at: datetime
+    last_activity: datetime
+    station: str = ""  # where it is while IN_STEP
+    entered_at: datetime | None = None
+    failed_attempts: int = 0  # of the step it needs next
+    audit_flagged: bool = False
+    cost: Cost = field(default_factory=Cost)
+
+    @property
+    def live(self) -> bool:
+        """Counted in WIP: started and neither finished nor scrapped."""
+        return self.status in (UnitStatus.WAITING, UnitStatus.IN_STEP)
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    part: str
+    revision: str
+    quantity: int
+    yield_buffer_percent: float
+    due: datetime | None
+    priority: int
+    pallets: tuple[str, ...]
+    routing: Routing
+    source: RoutingSource
+    created_at: datetime
+    state: JobState = JobState.CREATED
+    held_from: JobState | None = None
+    parent_id: str = ""
+    children: int = 0
+    started: int = 0
+    scrapped: int = 0
+    finished: int = 0
+    released_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def max_quantity(self) -> int:
+        return max_quantity(self.quantity, self.yield_buffer_percent)
+
+    @property
+    def wip(self) -> int:
+        return self.started - self.scrapped - self.finished
+
+    @property
+    def room(self) -> int:
+        """How many more units may still be started under the cap."""
+        return max(0, self.max_quantity - (self.started - self.scrapped))
+
+    @property
+    def shop_floor_visible(self) -> bool:
+        return self.state is not JobState.CREATED
+
+    def allows_pallet(self, pallet: str) -> bool:
+        return not self.pallets or pallet in self.pallets
+
+
+def max_quantity(quantity: int, buffer_percent: float) -> int:
+    """Ordered + ceil(ordered x buffer%), computed exactly: 2% of 1,000 is 20, never 20.000000000000004."""
+    return quantity + ceil(Fraction(repr(float(buffer_percent))) * quantity / 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Variance:
+    """What Close reports: ordered against what was made, and what was freed."""
+
+    job_id: str
+    ordered: int
+    started: int
+    finished: int
+    scrapped: int
+    wip: int
+    freed: int  # unstarted quantity released by the close
+
+    @property
+    def shortfall(self) -> int:
+        return max(0, self.ordered - self.finished)

@@ -1,0 +1,1 @@
+"""Who may talk to the gateway: password hashing, and (later) users, roles and certificates."""

@@ -1,0 +1,34 @@
+"""The named rules for messy reality. Each fires on a fact that is recorded anyway, flagged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Anomaly(StrEnum):
+    END_WITHOUT_START = "EndWithoutStart"  # a cycle/scan end with no recorded start: elapsed unknown
+    REPEATED_START = "RepeatedStart"  # a cycle start for the pallet already in a cycle there
+    REPEATED_ARRIVAL = "RepeatedArrival"  # a pallet reported at the station it is already at
+    PALLET_MOVED = "PalletMoved"  # a pallet reported where it was not recorded: it moved unseen
+    STATION_OCCUPIED = "StationOccupied"  # a pallet arrived where another one was recorded
+    DEPARTURE_WITHOUT_ARRIVAL = "DepartureWithoutArrival"
+    CYCLE_OPEN_AT_DEPARTURE = "CycleOpenAtDeparture"  # the pallet left mid-cycle: ended as interrupted
+    CLOCK_SKEW = "ClockSkew"  # source time outside the tolerance: receipt time used
+    IMPLAUSIBLE_DURATION = "ImplausibleDuration"  # negative or absurd elapsed time: not counted
+    EMPTY_CYCLE = "EmptyCycle"  # a cycle for a pallet with no units
+    UNIT_OFF_ROUTE = "UnitOffRoute"  # a unit taken off a pallet before the step that station serves
+    PROGRAM_MISMATCH = "ProgramMismatch"  # a cycle ended with another program than it started with
+    UNIT_NOT_IN_WIP = "UnitNotInWip"  # a fact about a unit that is finished or scrapped
+    JOB_NOT_ACTIVE = "JobNotActive"  # a fact for a unit of a job on hold or closed
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One anomaly that fired, with a sentence for the person reading the log or the event."""
+
+    anomaly: Anomaly
+    message: str
+    serial: str = ""
+    pallet: str = ""
+    job: str = ""

@@ -1,0 +1,561 @@
+"""The CellTracker: pallets, stations and cycles, turned into unit scans through the JobBook.
+
+One method, :meth:`CellTracker.apply`, takes a cell event and either raises ``Refused`` having changed
+nothing, or applies it whole and returns its :class:`Outcome` (the method's outputs and the anomalies
+that fired). New transactions (LoadCompleted, CycleStarted, StartUnit, ScanIn) are checked in full
+before anything changes; facts (pallet movements, CycleEnded, ScanOut) are always recorded, flagged
+where they break a rule. The rules are written down in docs/tracking.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.errors import Reason, Refused
+from gateway.jobs.book import JobBook
+from gateway.jobs.model import Job, JobState, Unit, UnitStatus
+from gateway.tracking.anomalies import Anomaly, Flag
+from gateway.tracking.reports import (
+    CellReport,
+    CycleEnded,
+    CycleResult,
+    CycleStarted,
+    LoadCompleted,
+    PalletArrived,
+    PalletDeparted,
+    Report,
+    ScanIn,
+    ScanOut,
+    ScanResult,
+    Scrap,
+    StartUnit,
+)
+
+INTERRUPTED = "interrupted"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class PalletState:
+    id: str
+    station: str = ""
+    arrived_at: datetime | None = None
+    # Start of the current labor window at a load station: the arrival, or the previous load report.
+    window_start: datetime | None = None
+    units: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OpenCycle:
+    pallet: str
+    program: str
+    started_at: datetime
+    serials: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class StationState:
+    id: str
+    pallet: str = ""
+    cycle: OpenCycle | None = None
+    down: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.cycle is not None:
+            return "running"
+        if self.down:
+            return "down"
+        return "occupied" if self.pallet else "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    outputs: dict[str, Any]
+    flags: tuple[Flag, ...]
+    at: datetime  # the time the event was applied at (source time, or receipt time when off)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingRules:
+    cell_name: str = "cell"
+    serial_format: str = "{cell}-{seq:06d}"
+    source_time_tolerance: timedelta = timedelta(minutes=5)
+    # Longer than this, a step or cycle is taken for a missed report rather than real work.
+    max_plausible: timedelta = timedelta(hours=24)
+    units_per_pallet: int = 1
+
+
+def split_elapsed(elapsed: float | None, expected: Sequence[float | None]) -> list[float | None]:
+    """Share one cycle's elapsed time among its units by expected-time share, by count if any is missing."""
+    n = len(expected)
+    if elapsed is None or n == 0:
+        return [None] * n
+    known = [e for e in expected if e is not None]
+    total = sum(known)
+    if len(known) == n and total > 0:
+        return [elapsed * (e or 0.0) / total for e in expected]
+    return [elapsed / n] * n
+
+
+class CellTracker:
+    def __init__(self, book: JobBook, rules: TrackingRules | None = None) -> None:
+        self.book = book
+        self.rules = rules or TrackingRules()
+        layout = book.layout
+        self.pallets = {p: PalletState(p) for p in sorted(layout.pallets)}
+        self.stations = {s: StationState(s) for s in layout.stations}
+        self.serial_seq = 0
+        self.dirty_pallets: set[str] = set()
+        self.dirty_stations: set[str] = set()
+
+    # ------------------------------------------------------------------ entry point
+    def apply(self, report: CellReport, received_at: datetime) -> Outcome:
+        if report.station not in self.stations and not isinstance(report, Scrap):
+            raise Refused(Reason.NOT_FOUND, f"station {report.station!r} is not configured in this cell")
+        at, flags = self._effective_time(report, received_at)
+        outputs: dict[str, Any] = {}
+        match report:
+            case PalletArrived():
+                self._arrived(report, at, flags)
+            case PalletDeparted():
+                self._departed(report, at, flags)
+            case LoadCompleted():
+                outputs["Serials"] = self._load_completed(report, at, flags)
+            case CycleStarted():
+                self._cycle_started(report, at, flags)
+            case CycleEnded():
+                self._cycle_ended(report, at, flags)
+            case StartUnit():
+                outputs["Serial"] = self._start_unit(report, at)
+            case ScanIn():
+                self.book.enter_step(report.serial, report.station, at)
+            case ScanOut():
+                self._scan_out(report, at, flags)
+            case Scrap():
+                self._scrap(report, at)
+        return Outcome(outputs, tuple(flags), at)
+
+    def _effective_time(self, report: Report, received_at: datetime) -> tuple[datetime, list[Flag]]:
+        if report.source_time is None:
+            return received_at, []
+        skew = report.source_time - received_at
+        if abs(skew) > self.rules.source_time_tolerance:
+            return received_at, [
+                Flag(
+                    Anomaly.CLOCK_SKEW,
+                    f"{report.station}'s clock is {skew.total_seconds():+.0f} s off the gateway's "
+                    f"(tolerance {self.rules.source_time_tolerance.total_seconds():.0f} s): receipt time used",
+                )
+            ]
+        return report.source_time, []
+
+    # ------------------------------------------------------------------ helpers
+    def _pallet(self, pallet_id: str) -> PalletState:
+        try:
+            return self.pallets[pallet_id]
+        except KeyError:
+            raise Refused(Reason.NOT_FOUND, f"pallet {pallet_id!r} is not configured in this cell") from None
+
+    def _touch(self, *, pallets: Sequence[str] = (), stations: Sequence[str] = ()) -> None:
+        self.dirty_pallets.update(p for p in pallets if p)
+        self.dirty_stations.update(s for s in stations if s)
+
+    def _duration(self, start: datetime | None, end: datetime, what: str, flags: list[Flag]) -> float | None:
+        if start is None:
+            return None
+        seconds = (end - start).total_seconds()
+        if seconds < 0 or seconds > self.rules.max_plausible.total_seconds():
+            flags.append(
+                Flag(
+                    Anomaly.IMPLAUSIBLE_DURATION,
+                    f"{what} lasted {seconds:.0f} s by the reported times: not counted as elapsed time",
+                )
+            )
+            return None
+        return seconds
+
+    def _place(self, pallet: PalletState, station: str, at: datetime, flags: list[Flag], *, arriving: bool) -> None:
+        """Record the pallet at the station, reconciling wherever it was recorded before."""
+        if pallet.station == station:
+            return
+        if pallet.station:
+            flags.append(
+                Flag(
+                    Anomaly.PALLET_MOVED,
+                    f"pallet {pallet.id} reported at {station} while recorded at {pallet.station}: "
+                    f"it moved without a departure report",
+                    pallet=pallet.id,
+                )
+            )
+            self._leave(pallet, at, flags)
+        elif not arriving:
+            flags.append(
+                Flag(
+                    Anomaly.PALLET_MOVED,
+                    f"pallet {pallet.id} reported at {station} without an arrival report",
+                    pallet=pallet.id,
+                )
+            )
+        here = self.stations[station]
+        if here.pallet and here.pallet != pallet.id:
+            other = self.pallets[here.pallet]
+            flags.append(
+                Flag(
+                    Anomaly.STATION_OCCUPIED,
+                    f"pallet {pallet.id} at {station} where {other.id} was recorded: {other.id} taken as departed",
+                    pallet=other.id,
+                )
+            )
+            self._leave(other, at, flags)
+        pallet.station = station
+        pallet.arrived_at = at if arriving else None
+        pallet.window_start = at if arriving else None
+        here.pallet = pallet.id
+        here.down = False
+        self._touch(pallets=[pallet.id], stations=[station])
+
+    def _leave(self, pallet: PalletState, at: datetime, flags: list[Flag]) -> None:
+        station = self.stations.get(pallet.station)
+        if station is not None:
+            if station.cycle is not None and station.cycle.pallet == pallet.id:
+                flags.append(
+                    Flag(
+                        Anomaly.CYCLE_OPEN_AT_DEPARTURE,
+                        f"pallet {pallet.id} left {station.id} during a cycle: the cycle is ended as interrupted",
+                        pallet=pallet.id,
+                    )
+                )
+                self._end_cycle(station, station.cycle, at, CycleResult.INTERRUPTED, flags)
+            if station.pallet == pallet.id:
+                station.pallet = ""
+            self._touch(stations=[station.id])
+        pallet.station = ""
+        pallet.arrived_at = None
+        pallet.window_start = None
+        self._touch(pallets=[pallet.id])
+
+    def _live_units_on(self, pallet: PalletState) -> list[Unit]:
+        units = []
+        for serial in pallet.units:
+            unit = self.book.units.get(serial)
+            if unit is not None and unit.live:
+                units.append(unit)
+        return units
+
+    def _new_serial(self, taken: set[str]) -> str:
+        while True:
+            self.serial_seq += 1
+            serial = self.rules.serial_format.format(cell=self.rules.cell_name, seq=self.serial_seq)
+            if serial not in self.book.units and serial not in taken:
+                return serial
+
+    # ------------------------------------------------------------------ pallet movements (facts)
+    def _arrived(self, report: PalletArrived, at: datetime, flags: list[Flag]) -> None:
+        pallet = self._pallet(report.pallet)
+        if pallet.station == report.station:
+            flags.append(
+                Flag(
+                    Anomaly.REPEATED_ARRIVAL,
+                    f"pallet {pallet.id} reported arriving at {report.station}, where it is already",
+                    pallet=pallet.id,
+                )
+            )
+            return
+        self._place(pallet, report.station, at, flags, arriving=True)
+
+    def _departed(self, report: PalletDeparted, at: datetime, flags: list[Flag]) -> None:
+        pallet = self._pallet(report.pallet)
+        if pallet.station != report.station:
+            where = f"recorded at {pallet.station}" if pallet.station else "not recorded at any station"
+            flags.append(
+                Flag(
+                    Anomaly.DEPARTURE_WITHOUT_ARRIVAL,
+                    f"pallet {pallet.id} reported leaving {report.station} but was {where}",
+                    pallet=pallet.id,
+                )
+            )
+        if pallet.station:
+            self._leave(pallet, at, flags)
+
+    # ------------------------------------------------------------------ load station
+    def _load_completed(self, report: LoadCompleted, at: datetime, flags: list[Flag]) -> list[str]:
+        station = self.book.layout.station(report.station)
+        pallet = self._pallet(report.pallet)
+        if station.kind != "load":
+            raise Refused(
+                Reason.WRONG_RESOURCE,
+                f"{report.station} is a {station.kind} station; loads are reported at load stations",
+            )
+        # The load part is checked whole before anything (the unload included) is applied.
+        serials: list[str] = []
+        job: Job | None = None
+        if report.job:
+            if report.quantity < 1:
+                raise Refused(Reason.INVALID_ARGUMENT, "a load of a job needs a quantity of at least 1")
+            if report.serials and len(report.serials) != report.quantity:
+                raise Refused(
+                    Reason.INVALID_ARGUMENT,
+                    f"{len(report.serials)} serials given for a quantity of {report.quantity}",
+                )
+            job = self.book.check_new_units(report.job, report.station, report.quantity, pallet.id)
+            if report.serials:
+                self.book.check_serials_free(report.serials)
+                serials = list(report.serials)
+        elif report.quantity or report.serials:
+            raise Refused(Reason.INVALID_ARGUMENT, "a load without a job must have quantity 0 and no serials")
+
+        if pallet.station != report.station:
+            self._place(pallet, report.station, at, flags, arriving=False)
+        elapsed = self._duration(pallet.window_start, at, f"the load/unload of pallet {pallet.id}", flags)
+
+        # Unload: each unit on the pallet passes the step this station serves, or comes off flagged.
+        passing: list[Unit] = []
+        for unit in self._live_units_on(pallet):
+            step = self.book.next_step(unit)
+            if unit.status is UnitStatus.WAITING and step is not None and step.group in station.groups:
+                passing.append(unit)
+            else:
+                need = step.operation if step is not None else "nothing"
+                flags.append(
+                    Flag(
+                        Anomaly.UNIT_OFF_ROUTE,
+                        f"{unit.serial} unloaded from {pallet.id} at {report.station} while it needs {need} next",
+                        serial=unit.serial,
+                        pallet=pallet.id,
+                        job=unit.job_id,
+                    )
+                )
+        new_count = report.quantity if job is not None else 0
+        expected: list[float | None] = [s.expected_seconds for u in passing if (s := self.book.next_step(u))]
+        if job is not None:
+            expected += [job.routing[0].expected_seconds] * new_count
+        shares = split_elapsed(elapsed, expected)
+        unknown = () if elapsed is not None else (Anomaly.END_WITHOUT_START.value,)
+        for unit, share in zip(passing, shares, strict=False):
+            self.book.leave_step(unit.serial, report.station, True, at, share, unknown)
+        pallet.units = []
+
+        if job is not None:
+            taken: set[str] = set()
+            if not serials:
+                for _ in range(new_count):
+                    serial = self._new_serial(taken)
+                    taken.add(serial)
+                    serials.append(serial)
+            for serial, share in zip(serials, shares[len(passing) :], strict=True):
+                self.book.start_unit(job.id, serial, report.station, at)
+                self.book.leave_step(serial, report.station, True, at, share, unknown)
+                unit = self.book.units[serial]
+                if unit.live:
+                    pallet.units.append(serial)
+        pallet.window_start = at
+        self._touch(pallets=[pallet.id], stations=[report.station])
+        return serials
+
+    # ------------------------------------------------------------------ machine cycles
+    def _cycle_started(self, report: CycleStarted, at: datetime, flags: list[Flag]) -> None:
+        pallet = self._pallet(report.pallet)
+        station = self.stations[report.station]
+        if station.cycle is not None and station.cycle.pallet == pallet.id:
+            flags.append(
+                Flag(
+                    Anomaly.REPEATED_START,
+                    f"cycle start for pallet {pallet.id} at {station.id}, which is in a cycle since "
+                    f"{station.cycle.started_at.isoformat()}: the first start stands",
+                    pallet=pallet.id,
+                )
+            )
+            return
+        units = self._live_units_on(pallet)
+        for unit in units:  # all or nothing: one refused unit refuses the cycle start
+            self.book.check_entry(unit.serial, station.id, report.program)
+        if station.cycle is not None:
+            flags.append(
+                Flag(
+                    Anomaly.REPEATED_START,
+                    f"cycle start for pallet {pallet.id} at {station.id} while pallet {station.cycle.pallet}'s cycle "
+                    "was open: that cycle is ended as interrupted",
+                    pallet=station.cycle.pallet,
+                )
+            )
+            self._end_cycle(station, station.cycle, at, CycleResult.INTERRUPTED, flags)
+        self._place(pallet, station.id, at, flags, arriving=False)
+        if not units:
+            flags.append(
+                Flag(
+                    Anomaly.EMPTY_CYCLE, f"cycle {report.program} started at {station.id} for empty pallet {pallet.id}"
+                )
+            )
+        for unit in units:
+            self.book.enter_step(unit.serial, station.id, at, report.program)
+        station.cycle = OpenCycle(pallet.id, report.program, at, tuple(u.serial for u in units))
+        station.down = False
+        self._touch(pallets=[pallet.id], stations=[station.id])
+
+    def _cycle_ended(self, report: CycleEnded, at: datetime, flags: list[Flag]) -> None:
+        pallet = self._pallet(report.pallet)
+        station = self.stations[report.station]
+        cycle = station.cycle
+        if cycle is not None and cycle.pallet == pallet.id:
+            if cycle.program.casefold() != report.program.casefold():
+                flags.append(
+                    Flag(
+                        Anomaly.PROGRAM_MISMATCH,
+                        f"cycle at {station.id} started with {cycle.program} and ended with {report.program}",
+                        pallet=pallet.id,
+                    )
+                )
+            self._end_cycle(station, cycle, at, report.result, flags)
+            return
+        flags.append(
+            Flag(
+                Anomaly.END_WITHOUT_START,
+                f"cycle end for pallet {pallet.id} at {station.id} without a recorded start: elapsed time unknown",
+                pallet=pallet.id,
+            )
+        )
+        self._place(pallet, station.id, at, flags, arriving=False)
+        passed = report.result is CycleResult.OK
+        extra = (Anomaly.END_WITHOUT_START.value,) + (
+            (INTERRUPTED,) if report.result is CycleResult.INTERRUPTED else ()
+        )
+        for unit in self._live_units_on(pallet):
+            step = self.book.next_step(unit)
+            if unit.status is UnitStatus.WAITING and step is not None and step.group in self._groups(station.id):
+                self.book.leave_step(unit.serial, station.id, passed, at, None, extra)
+        station.down = report.result is CycleResult.INTERRUPTED
+        self._touch(stations=[station.id])
+
+    def _groups(self, station: str) -> frozenset[str]:
+        return self.book.layout.station(station).groups
+
+    def _end_cycle(
+        self, station: StationState, cycle: OpenCycle, at: datetime, result: CycleResult, flags: list[Flag]
+    ) -> None:
+        elapsed = self._duration(cycle.started_at, at, f"the cycle of pallet {cycle.pallet} at {station.id}", flags)
+        units = [u for s in cycle.serials if (u := self.book.units.get(s)) is not None]
+        units = [u for u in units if u.status is UnitStatus.IN_STEP and u.station == station.id]
+        expected = [s.expected_seconds if (s := self.book.next_step(u)) else None for u in units]
+        extra = (INTERRUPTED,) if result is CycleResult.INTERRUPTED else ()
+        for unit, share in zip(units, split_elapsed(elapsed, expected), strict=True):
+            self.book.leave_step(unit.serial, station.id, result is CycleResult.OK, at, share, extra)
+        station.cycle = None
+        station.down = result is CycleResult.INTERRUPTED
+        self._touch(stations=[station.id])
+
+    # ------------------------------------------------------------------ manual and scan stations
+    def _start_unit(self, report: StartUnit, at: datetime) -> str:
+        self.book.check_new_units(report.job, report.station)
+        serial = report.serial
+        if serial:
+            self.book.check_serials_free([serial])
+        else:
+            serial = self._new_serial(set())
+        self.book.start_unit(report.job, serial, report.station, at)
+        return serial
+
+    def _scan_out(self, report: ScanOut, at: datetime, flags: list[Flag]) -> None:
+        unit = self.book.unit(report.serial)
+        passed = report.result is ScanResult.PASS
+        if not unit.live:
+            flags.append(
+                Flag(
+                    Anomaly.UNIT_NOT_IN_WIP,
+                    f"scan out of {unit.serial}, which is {unit.status.value}: recorded, nothing changed",
+                    serial=unit.serial,
+                    job=unit.job_id,
+                )
+            )
+            return
+        extra: tuple[str, ...] = ()
+        if unit.status is UnitStatus.IN_STEP:
+            elapsed = self._duration(unit.entered_at, at, f"{unit.serial}'s step at {unit.station}", flags)
+        else:
+            elapsed = None
+            extra = (Anomaly.END_WITHOUT_START.value,)
+            flags.append(
+                Flag(
+                    Anomaly.END_WITHOUT_START,
+                    f"scan out of {unit.serial} at {report.station} without a scan in: elapsed time unknown",
+                    serial=unit.serial,
+                    job=unit.job_id,
+                )
+            )
+        if self.book.leave_step(unit.serial, report.station, passed, at, elapsed, extra) is None:
+            step = self.book.next_step(unit)
+            flags.append(
+                Flag(
+                    Anomaly.UNIT_OFF_ROUTE,
+                    f"scan out of {unit.serial} at {report.station}, which does not serve "
+                    f"{step.operation if step else 'its next step'}: recorded, unit not moved",
+                    serial=unit.serial,
+                    job=unit.job_id,
+                )
+            )
+
+    def _scrap(self, report: Scrap, at: datetime) -> None:
+        unit = self.book.scrap(report.serial, report.reason, at)
+        for pallet in self.pallets.values():
+            if unit.serial in pallet.units:
+                pallet.units.remove(unit.serial)
+                self._touch(pallets=[pallet.id])
+
+    # ------------------------------------------------------------------ what stations should do next
+    def load_instruction(self, station_id: str) -> dict[str, Any] | None:
+        """For the pallet at a load station: what to unload, and which job's units to load next."""
+        station = self.stations[station_id]
+        if not station.pallet:
+            return None
+        pallet = self.pallets[station.pallet]
+        unload = []
+        for serial in pallet.units:
+            unit = self.book.units.get(serial)
+            if unit is None or not unit.live:
+                continue
+            step = self.book.next_step(unit)
+            unload.append({"serial": serial, "job": unit.job_id, "next": step.operation if step else ""})
+        load = None
+        for job in self.loadable_jobs(station_id, pallet.id):
+            load = {
+                "job": job.id,
+                "part": job.part,
+                "revision": job.revision,
+                "quantity": min(job.room, self.rules.units_per_pallet),
+                "operation": job.routing[0].operation,
+            }
+            break
+        return {"pallet": pallet.id, "unload": unload, "load": load}
+
+    def loadable_jobs(self, station_id: str, pallet_id: str) -> list[Job]:
+        """Jobs whose next new unit may be loaded here: by priority, then due date, then id."""
+        groups = self._groups(station_id)
+        candidates = [
+            job
+            for job in self.book.jobs.values()
+            if job.state in (JobState.RELEASED, JobState.RUNNING)
+            and job.room > 0
+            and job.allows_pallet(pallet_id)
+            and job.routing[0].group in groups
+        ]
+        return sorted(candidates, key=lambda j: (-j.priority, j.due is None, j.due or _EPOCH, j.id))
+
+    def expected_program(self, station_id: str) -> str:
+        """For a machine: the program of the step the units on its pallet need next."""
+        station = self.stations[station_id]
+        if not station.pallet:
+            return ""
+        for serial in self.pallets[station.pallet].units:
+            unit = self.book.units.get(serial)
+            step = self.book.next_step(unit) if unit is not None and unit.live else None
+            if step is not None and step.program:
+                return step.program
+        return ""
+
+    def instruction_json(self, station_id: str) -> str:
+        instruction = self.load_instruction(station_id)
+        return "" if instruction is None else json.dumps(instruction, separators=(",", ":"))

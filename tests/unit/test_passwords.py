@@ -1,0 +1,44 @@
+"""Password hashes: what the config stores and what a login checks against."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.security.passwords import hash_password, is_password_hash, verify_password
+
+
+def test_round_trip() -> None:
+    stored = hash_password("correct horse")
+
+    assert stored.startswith("$argon2id$")
+    assert is_password_hash(stored)
+    assert verify_password(stored, "correct horse")
+
+
+def test_wrong_password_is_refused() -> None:
+    assert not verify_password(hash_password("correct horse"), "battery staple")
+
+
+def test_same_password_gets_a_fresh_salt() -> None:
+    assert hash_password("pw") != hash_password("pw")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "plc-load",
+        "$argon2id$",
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$",
+        "$argon2i$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$!!notbase64!!",
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaA",
+    ],
+)
+def test_garbage_hash_is_refused_without_raising(garbage: str) -> None:
+    assert not verify_password(garbage, "plc-load")
+
+
+def test_plaintext_is_not_a_hash() -> None:
+    assert not is_password_hash("s3cret")
+    assert not is_password_hash(None)

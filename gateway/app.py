@@ -75,8 +75,13 @@ async def serve(config: CellConfig, stop: asyncio.Event | None = None) -> None:
     started = loop.time()
     try:
         await gateway.start()
-        log.info("gateway_started", cell=config.cell.name, endpoint=config.server.endpoint,
-                 database=_safe_url(config.database.url), seconds=round(loop.time() - started, 3))
+        log.info(
+            "gateway_started",
+            cell=config.cell.name,
+            endpoint=config.server.endpoint,
+            database=_safe_url(config.database.url),
+            seconds=round(loop.time() - started, 3),
+        )
         await stop.wait()
         stopping = loop.time()
         try:

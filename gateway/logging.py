@@ -36,9 +36,7 @@ def configure_logging(level: str | int = "INFO", *, json: bool | None = None) ->
     if json is None:
         json = not sys.stdout.isatty()
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
     numeric = logging.getLevelNamesMapping()[level.upper()] if isinstance(level, str) else level
 

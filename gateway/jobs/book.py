@@ -145,9 +145,7 @@ class JobBook:
             self.dirty.specs.add(spec.key)
         return spec
 
-    def create_template(
-        self, part: str, revision: str, operations: Sequence[str], at: datetime
-    ) -> RoutingTemplate:
+    def create_template(self, part: str, revision: str, operations: Sequence[str], at: datetime) -> RoutingTemplate:
         _require_text(part=part, revision=revision)
         steps = self.layout.resolve(operations)
         spec = self._spec(part, revision)
@@ -175,8 +173,7 @@ class JobBook:
         if template.status is not TemplateStatus.DRAFT:
             raise Refused(
                 Reason.INVALID_TRANSITION,
-                f"template {template_id} is {template.status.value}; only a Draft can be edited, "
-                "create a new version",
+                f"template {template_id} is {template.status.value}; only a Draft can be edited, create a new version",
             )
         template.steps = self.layout.resolve(operations)
         self.dirty.templates.add(template_id)
@@ -198,8 +195,7 @@ class JobBook:
         if (template.part, template.revision) != (part, revision):
             raise Refused(
                 Reason.INVALID_ARGUMENT,
-                f"template {template_id} belongs to {template.part} rev {template.revision}, "
-                f"not {part} rev {revision}",
+                f"template {template_id} belongs to {template.part} rev {template.revision}, not {part} rev {revision}",
             )
         if not template.usable:
             raise Refused(
@@ -258,9 +254,7 @@ class JobBook:
         if request.quantity < 1:
             raise Refused(Reason.INVALID_ARGUMENT, f"quantity must be at least 1, not {request.quantity}")
         buffer = (
-            self.default_yield_buffer_percent
-            if request.yield_buffer_percent is None
-            else request.yield_buffer_percent
+            self.default_yield_buffer_percent if request.yield_buffer_percent is None else request.yield_buffer_percent
         )
         if not 0 <= buffer <= 100:
             raise Refused(Reason.INVALID_ARGUMENT, f"yield buffer must be 0..100 %, not {buffer}")
@@ -354,9 +348,7 @@ class JobBook:
         self._transition(job, JobState.CLOSED, reason or "closed", actor, at)
         return variance
 
-    def _transition(
-        self, job: Job, to: JobState, reason: str, actor: str, at: datetime, *, new: bool = False
-    ) -> None:
+    def _transition(self, job: Job, to: JobState, reason: str, actor: str, at: datetime, *, new: bool = False) -> None:
         """Move a job to ``to`` and record it; ``new`` for a job that did not exist before."""
         before = None if new else job.state
         job.state = to
@@ -365,9 +357,7 @@ class JobBook:
         self.events.append(JobStateChanged(job.id, before, to, reason, actor, at))
 
     # ------------------------------------------------------------------ split and merge
-    def split(
-        self, job_id: str, serials: Sequence[str], operations: Sequence[str], actor: str, at: datetime
-    ) -> Job:
+    def split(self, job_id: str, serials: Sequence[str], operations: Sequence[str], actor: str, at: datetime) -> Job:
         """Move chosen units to a child job ``<id>-R<n>`` with its own routing, their cost with them."""
         job = self.job(job_id)
         if job.state is JobState.CLOSED:
@@ -379,13 +369,9 @@ class JobBook:
         units = [self.unit(s) for s in serials]
         for unit in units:
             if unit.job_id != job_id:
-                raise Refused(
-                    Reason.INVALID_ARGUMENT, f"{unit.serial} belongs to {unit.job_id}, not {job_id}"
-                )
+                raise Refused(Reason.INVALID_ARGUMENT, f"{unit.serial} belongs to {unit.job_id}, not {job_id}")
             if not unit.live:
-                raise Refused(
-                    Reason.INVALID_TRANSITION, f"{unit.serial} is {unit.status.value}; only WIP units move"
-                )
+                raise Refused(Reason.INVALID_TRANSITION, f"{unit.serial} is {unit.status.value}; only WIP units move")
             if unit.status is UnitStatus.IN_STEP:
                 raise Refused(
                     Reason.INVALID_TRANSITION,
@@ -429,9 +415,7 @@ class JobBook:
             unit.next_step = position
             unit.failed_attempts = 0
             self.dirty.units.add(unit.serial)
-        self._transition(
-            child, JobState.RUNNING, f"split from {job.id}: {count} unit(s)", actor, at, new=True
-        )
+        self._transition(child, JobState.RUNNING, f"split from {job.id}: {count} unit(s)", actor, at, new=True)
         self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
         return child
 
@@ -481,6 +465,8 @@ class JobBook:
         source.quantity = source.started = source.scrapped = source.finished = 0
         if target.state is JobState.RELEASED and target.started:
             self._transition(target, JobState.RUNNING, f"merged running units of {source.id}", actor, at)
+        elif target.state is JobState.HOLD and target.held_from is JobState.RELEASED and target.started:
+            target.held_from = JobState.RUNNING  # it has started units now: Resume returns it to Running
         self.dirty.jobs.update((target_id, source_id))
         source.closed_at = at
         source.held_from = None
@@ -552,9 +538,7 @@ class JobBook:
         job = self.jobs[unit.job_id]
         _require_runnable(job)
         if not unit.live:
-            raise Refused(
-                Reason.INVALID_PROCESS_STEP, f"{serial} is {unit.status.value}; it has no step left to enter"
-            )
+            raise Refused(Reason.INVALID_PROCESS_STEP, f"{serial} is {unit.status.value}; it has no step left to enter")
         if unit.status is UnitStatus.IN_STEP:
             raise Refused(
                 Reason.INVALID_PROCESS_STEP,
@@ -577,9 +561,7 @@ class JobBook:
         self.dirty.units.add(serial)
         return unit
 
-    def _check_route(
-        self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None
-    ) -> Step:
+    def _check_route(self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None) -> Step:
         info = self.layout.station(station)
         step = job.routing[index]
         if step.group in info.groups:

@@ -33,18 +33,14 @@ class CellLayout:
             self.catalogue.setdefault(step.operation, step)
 
     @classmethod
-    def build(
-        cls, stations: Iterable[StationInfo], process: Sequence[Step], pallets: Iterable[str]
-    ) -> CellLayout:
+    def build(cls, stations: Iterable[StationInfo], process: Sequence[Step], pallets: Iterable[str]) -> CellLayout:
         return cls({s.id: s for s in stations}, tuple(process), frozenset(pallets))
 
     def station(self, station_id: str) -> StationInfo:
         try:
             return self.stations[station_id]
         except KeyError:
-            raise Refused(
-                Reason.NOT_FOUND, f"station {station_id!r} is not configured in this cell"
-            ) from None
+            raise Refused(Reason.NOT_FOUND, f"station {station_id!r} is not configured in this cell") from None
 
     def resolve(self, operations: Sequence[str]) -> Routing:
         """Operation codes to a routing snapshot; an unknown code refuses the whole list."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from asyncua import Node, Server, ua
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.server.server import Server
 
 from gateway.config import CellConfig
 from gateway.logging import get_logger
@@ -42,7 +44,7 @@ class AddressSpace:
 
 
 def node_id(ns: int, path: str) -> ua.NodeId:
-    return ua.NodeId(path, ns)
+    return ua.NodeId(ua.String(path), ua.Int16(ns))
 
 
 async def _variable(parent: Node, ns: int, path: str, name: str, value: object, vtype: ua.VariantType) -> Node:
@@ -69,9 +71,7 @@ async def build_address_space(server: Server, config: CellConfig) -> AddressSpac
         present = await _variable(tags, ns, tpath, "PalletPresent", "", ua.VariantType.String)
         active = await _variable(tags, ns, tpath, "CycleActive", False, ua.VariantType.Boolean)
         tprogram = await _variable(tags, ns, tpath, "Program", "", ua.VariantType.String)
-        space.stations[station.id] = StationNodes(
-            obj, state, pallet, instruction, program, present, active, tprogram
-        )
+        space.stations[station.id] = StationNodes(obj, state, pallet, instruction, program, present, active, tprogram)
     return space
 
 
@@ -99,8 +99,13 @@ class OpcUaServer:
             raise NotImplementedError("the production security profile is not available yet")
         self.space = await build_address_space(server, self.config)
         await server.start()
-        log.info("opcua_listening", endpoint=self.endpoint, namespace=NAMESPACE_URI,
-                 profile=self.config.server.security_profile, stations=len(self.space.stations))
+        log.info(
+            "opcua_listening",
+            endpoint=self.endpoint,
+            namespace=NAMESPACE_URI,
+            profile=self.config.server.security_profile,
+            stations=len(self.space.stations),
+        )
 
     async def stop(self) -> None:
         await self.server.stop()

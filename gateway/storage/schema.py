@@ -10,10 +10,13 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -60,6 +63,154 @@ cell_events = Table(
     Column("reason", String(40), nullable=True),  # None = accepted
     Column("message", Text, nullable=False, default=""),
     Column("answer", JSON, nullable=False),
+    Column("flags", JSON, nullable=False, default=list),  # anomalies that fired: [{anomaly, message, ...}]
     UniqueConstraint("source", "event_id"),
 )
 Index("ix_cell_events_reason_received_at", cell_events.c.reason, cell_events.c.received_at)
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+part_specs = Table(
+    "part_specs",
+    metadata,
+    Column("part", String(64), nullable=False),
+    Column("revision", String(32), nullable=False),
+    Column("default_template_id", String(128), nullable=False),
+    Column("template_versions", Integer, nullable=False),
+    PrimaryKeyConstraint("part", "revision"),
+)
+
+routing_templates = Table(
+    "routing_templates",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("part", String(64), nullable=False),
+    Column("revision", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("steps", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("part", String(64), nullable=False),
+    Column("revision", String(32), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("yield_buffer_percent", Float, nullable=False),
+    Column("due", UtcDateTime, nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("pallets", JSON, nullable=False),
+    Column("routing", JSON, nullable=False),
+    Column("source", String(160), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("held_from", String(16), nullable=True),
+    Column("parent_id", String(64), nullable=False),
+    Column("children", Integer, nullable=False),
+    Column("started", Integer, nullable=False),
+    Column("scrapped", Integer, nullable=False),
+    Column("finished", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("released_at", UtcDateTime, nullable=True),
+    Column("closed_at", UtcDateTime, nullable=True),
+)
+Index("ix_jobs_state", jobs.c.state)
+
+job_transitions = Table(
+    "job_transitions",
+    metadata,
+    Column("id", Counter, primary_key=True, autoincrement=True),
+    Column("event_counter", Counter, nullable=True),  # the log entry that caused it
+    Column("job_id", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+Index("ix_job_transitions_job_id", job_transitions.c.job_id)
+
+units = Table(
+    "units",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Column("next_step", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("last_activity", UtcDateTime, nullable=False),
+    Column("station", String(64), nullable=False),
+    Column("entered_at", UtcDateTime, nullable=True),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("audit_flagged", Boolean, nullable=False),
+    Column("elapsed_labor", Float, nullable=False),
+    Column("expected_labor", Float, nullable=False),
+    Column("elapsed_machine", Float, nullable=False),
+    Column("expected_machine", Float, nullable=False),
+    Column("unknown_elapsed", Integer, nullable=False),
+    Column("unknown_expected", Integer, nullable=False),
+)
+Index("ix_units_job_id", units.c.job_id)
+Index("ix_units_status", units.c.status)
+
+# Unit scans: one row per step a unit left, passed or failed, with elapsed and expected kept apart.
+unit_scans = Table(
+    "unit_scans",
+    metadata,
+    Column("id", Counter, primary_key=True, autoincrement=True),
+    Column("event_counter", Counter, nullable=True),
+    Column("serial", String(64), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("station", String(64), nullable=False),
+    Column("entered_at", UtcDateTime, nullable=True),
+    Column("left_at", UtcDateTime, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("elapsed", Float, nullable=True),
+    Column("expected", Float, nullable=True),
+    Column("labor", Boolean, nullable=False),
+    Column("flags", JSON, nullable=False),
+)
+Index("ix_unit_scans_serial", unit_scans.c.serial)
+Index("ix_unit_scans_job_id", unit_scans.c.job_id)
+
+# Other things that happened to units (started, finished, scrapped, moved, audits), for the trace.
+unit_events = Table(
+    "unit_events",
+    metadata,
+    Column("id", Counter, primary_key=True, autoincrement=True),
+    Column("event_counter", Counter, nullable=True),
+    Column("serial", String(64), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_unit_events_serial", unit_events.c.serial)
+
+# ------------------------------------------------------------------------------------------ tracking
+
+pallets = Table(
+    "pallets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("station", String(64), nullable=False),
+    Column("arrived_at", UtcDateTime, nullable=True),
+    Column("window_start", UtcDateTime, nullable=True),
+    Column("units", JSON, nullable=False),
+)
+
+stations = Table(
+    "stations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("pallet", String(64), nullable=False),
+    Column("down", Boolean, nullable=False),
+    Column("cycle_pallet", String(64), nullable=True),
+    Column("cycle_program", String(64), nullable=True),
+    Column("cycle_started_at", UtcDateTime, nullable=True),
+    Column("cycle_serials", JSON, nullable=True),
+)

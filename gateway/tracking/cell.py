@@ -20,7 +20,6 @@ from gateway.jobs.book import JobBook
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
 from gateway.tracking.anomalies import Anomaly, Flag
 from gateway.tracking.reports import (
-    CellReport,
     CycleEnded,
     CycleResult,
     CycleStarted,
@@ -114,7 +113,7 @@ class CellTracker:
         self.dirty_stations: set[str] = set()
 
     # ------------------------------------------------------------------ entry point
-    def apply(self, report: CellReport, received_at: datetime) -> Outcome:
+    def apply(self, report: Report, received_at: datetime) -> Outcome:
         if report.station not in self.stations and not isinstance(report, Scrap):
             raise Refused(Reason.NOT_FOUND, f"station {report.station!r} is not configured in this cell")
         at, flags = self._effective_time(report, received_at)

@@ -52,7 +52,8 @@ def test_check_config_reports_all_problems_at_once(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check-config", str(broken)])
     assert result.exit_code == 2
     assert "2 problem(s)" in result.output
-    assert "operations[1].group" in result.output and "operations[1].expected_seconds" in result.output
+    assert "operations[1].group" in result.output
+    assert "operations[1].expected_seconds" in result.output
 
 
 def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
@@ -79,7 +80,8 @@ def test_db_upgrade_then_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CELL_GATEWAY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}")
     before = runner.invoke(app, ["db", "current", "--config", str(DEMO_CONFIG)])
     assert before.exit_code == 0, before.output
-    assert "current empty" in before.output and "upgrade needed" in before.output
+    assert "current empty" in before.output
+    assert "upgrade needed" in before.output
     upgraded = runner.invoke(app, ["db", "upgrade", "--config", str(DEMO_CONFIG)])
     assert upgraded.exit_code == 0, upgraded.output
     assert "(was empty)" in upgraded.output

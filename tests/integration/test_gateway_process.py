@@ -89,7 +89,7 @@ async def test_run_refuses_a_broken_config_and_names_the_problem(tmp_path: Path)
         sys.executable, "-m", "gateway", "run", "--config", str(broken),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "operations[1].group" in err.decode()
     assert "MILLL" in err.decode()

@@ -21,9 +21,7 @@ async def test_upgrade_of_an_empty_database_matches_the_models(db_url: str) -> N
         assert after == head_revision()
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), metadata
-                )
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
             )
         assert diff == [], f"migrations and schema.py disagree: {diff}"
     finally:

@@ -32,3 +32,22 @@ class Flag:
     serial: str = ""
     pallet: str = ""
     job: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "anomaly": self.anomaly.value,
+            "message": self.message,
+            "serial": self.serial,
+            "pallet": self.pallet,
+            "job": self.job,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Flag:
+        return cls(
+            Anomaly(data["anomaly"]),
+            data["message"],
+            data.get("serial", ""),
+            data.get("pallet", ""),
+            data.get("job", ""),
+        )

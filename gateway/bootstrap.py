@@ -1,0 +1,42 @@
+"""Building the domain from the config: the one place that knows both."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from gateway.config import CellConfig
+from gateway.jobs.book import JobBook
+from gateway.jobs.layout import CellLayout, StationInfo
+from gateway.jobs.model import Step, StepKind
+from gateway.tracking.cell import CellTracker, TrackingRules
+from gateway.tracking.model import CellModel
+
+
+def layout_from(config: CellConfig) -> CellLayout:
+    stations = [StationInfo(s.id, s.kind, frozenset(s.groups)) for s in config.stations]
+    process = [
+        Step(
+            operation=op.code,
+            name=op.name,
+            group=op.group,
+            kind=StepKind(op.kind),
+            program=op.program,
+            expected_seconds=op.expected_seconds,
+        )
+        for op in config.operations
+    ]
+    return CellLayout.build(stations, process, config.pallets)
+
+
+def build_model(config: CellConfig) -> CellModel:
+    book = JobBook(
+        layout_from(config),
+        require_approved_templates=config.cell.require_approved_templates,
+        default_yield_buffer_percent=config.cell.default_yield_buffer_percent,
+    )
+    rules = TrackingRules(
+        cell_name=config.cell.name,
+        serial_format=config.cell.serial_format,
+        source_time_tolerance=timedelta(seconds=config.cell.source_time_tolerance_seconds),
+    )
+    return CellModel(book, CellTracker(book, rules))

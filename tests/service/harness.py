@@ -1,0 +1,60 @@
+"""A writer on a real SQLite file with a manual clock: the service ring of the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from gateway.bootstrap import build_model
+from gateway.clock import ManualClock
+from gateway.config import CellConfig
+from gateway.service.writer import Answer, Writer
+from gateway.storage.database import create_engine
+from gateway.storage.migrate import upgrade
+from gateway.tracking.model import Command
+
+T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
+
+
+class Cell:
+    """Submit commands as a PLC or a planner would, with the time moved by hand."""
+
+    def __init__(self, writer: Writer, clock: ManualClock) -> None:
+        self.writer = writer
+        self.clock = clock
+
+    async def send(self, command: Command, actor: str = "test", *, after: float = 0.0) -> Answer:
+        if after:
+            self.clock.advance(timedelta(seconds=after))
+        return await self.writer.submit(command, actor)
+
+    async def ok(self, command: Command, actor: str = "test", *, after: float = 0.0) -> Answer:
+        answer = await self.send(command, actor, after=after)
+        assert answer.ok, f"{command} refused: {answer.reason} {answer.message}"
+        return answer
+
+    @property
+    def book(self):  # type: ignore[no-untyped-def]
+        return self.writer.model.book
+
+    @property
+    def tracker(self):  # type: ignore[no-untyped-def]
+        return self.writer.model.tracker
+
+
+@asynccontextmanager
+async def running_cell(config: CellConfig, clock: ManualClock | None = None) -> AsyncIterator[Cell]:
+    clock = clock or ManualClock(T0)
+    engine = create_engine(config.database.url)
+    await upgrade(engine)
+    writer = Writer(engine, lambda: build_model(config), clock)
+    await writer.load()
+    task = asyncio.create_task(writer.run(), name="writer")
+    try:
+        yield Cell(writer, clock)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.dispose()

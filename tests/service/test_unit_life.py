@@ -23,6 +23,11 @@ from gateway.tracking.reports import (
 from tests.service.harness import Cell, running_cell
 
 
+def _state(cell: Cell) -> tuple[str, ...]:
+    parts = (cell.book.jobs, cell.book.units, cell.tracker.pallets, cell.tracker.stations)
+    return tuple(repr(sorted(d.items())) for d in parts)
+
+
 async def _one_unit_through_the_cell(cell: Cell) -> str:
     job = (await cell.ok(CreateJob(part="ABC123", revision="A", quantity=2))).outputs["JobId"]
     await cell.ok(ReleaseJob(job))
@@ -80,8 +85,7 @@ async def test_restart_continues_exactly_where_it_left_off(demo_config: CellConf
         await cell.ok(PalletDeparted("L1", "c", None, "P2"))
         await cell.ok(PalletArrived("M2", "d", None, "P2"), after=20)
         await cell.ok(CycleStarted("M2", "e", None, "P2", "PRG-MILL-100"), after=5)
-        before = (dict(cell.book.jobs), dict(cell.book.units), dict(cell.tracker.pallets), dict(cell.tracker.stations))
-        before = tuple(repr(sorted(d.items())) for d in before)
+        before = _state(cell)
         clock = cell.clock
         counter = cell.writer.counter
     async with running_cell(demo_config, clock) as again:

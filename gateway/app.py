@@ -1,96 +1,147 @@
-"""Wiring: config, store and OPC UA server under one TaskGroup.
+"""Wiring: config, store, writer and OPC UA server under one TaskGroup.
 
-``Gateway`` is what tests start in-process (``async with Gateway(config) as gw``) and what ``run``
-starts for ``cell-gateway run``. Start order: store (migrated to head), then the OPC UA server; stop is
-the reverse, within ``server.shutdown_grace_seconds``.
+``Gateway.run`` is the whole life of the service: open and migrate the store, load the cell's state,
+start the writer and the stale-WIP sweeper, serve OPC UA until told to stop, then shut down in reverse
+order within ``server.shutdown_grace_seconds``. ``running_gateway`` runs it in-process for tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from types import TracebackType
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.bootstrap import build_model
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
+from gateway.jobs.commands import FlagStaleUnits
 from gateway.logging import get_logger
 from gateway.opcua.server import OpcUaServer
+from gateway.service.writer import Writer
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
 
 log = get_logger(__name__)
+
+SWEEP_INTERVAL_SECONDS = 60.0
 
 
 class Gateway:
     def __init__(self, config: CellConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.engine: AsyncEngine | None = None
-        self.opcua = OpcUaServer(config)
+        self.engine: AsyncEngine = create_engine(config.database.url, synchronous=config.database.synchronous)
+        self.writer = Writer(self.engine, lambda: build_model(config), self.clock)
+        self.opcua = OpcUaServer(config, self.writer)
+        self.ready = asyncio.Event()
 
-    async def start(self) -> None:
-        self.engine = create_engine(self.config.database.url, synchronous=self.config.database.synchronous)
-        before, after = await upgrade(self.engine)
-        if before != after:
-            log.info("database_migrated", url=_safe_url(self.config.database.url), before=before, after=after)
-        try:
-            await self.opcua.start()
-        except BaseException:
-            await self.engine.dispose()
-            raise
+    @property
+    def stale_threshold(self) -> timedelta:
+        return timedelta(days=self.config.cell.stale_wip_days)
 
-    async def stop(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await self.opcua.stop()
+            before, after = await upgrade(self.engine)
+            if before != after:
+                log.info("database_migrated", url=safe_url(self.config.database.url), before=before, after=after)
+            await self.writer.load()
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self.writer.run(), name="writer")
+                await self.opcua.start()
+                sweeper = tasks.create_task(self._sweep_forever(), name="stale-wip-sweeper")
+                self.ready.set()
+                await stop.wait()
+                stopping = loop.time()
+                sweeper.cancel()
+                await self._stop_serving()
+                writer.cancel()
+            log.info("gateway_stopped", seconds=round(loop.time() - stopping, 3))
         finally:
-            if self.engine is not None:
-                await self.engine.dispose()
+            await self.engine.dispose()
 
-    async def __aenter__(self) -> Gateway:
-        await self.start()
-        return self
+    async def _stop_serving(self) -> None:
+        """Stop taking calls, then let the writer commit what it already took, within the grace."""
+        grace = self.config.server.shutdown_grace_seconds
+        try:
+            async with asyncio.timeout(grace):
+                await self.opcua.stop()
+                await self.writer.wait_idle()
+        except TimeoutError:
+            log.error("gateway_stop_timed_out", grace_seconds=grace, queued=self.writer.queue_depth)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+    async def sweep(self) -> list[str]:
+        """One stale-WIP pass: flag units idle beyond the threshold for a Lost Audit (each once)."""
+        now, threshold = self.clock.now(), self.stale_threshold
+        book = self.writer.model.book
+        if not any(u.live and not u.audit_flagged and now - u.last_activity > threshold for u in book.units.values()):
+            return []
+        answer = await self.writer.submit(FlagStaleUnits(threshold.total_seconds()), "sweeper")
+        flagged: list[str] = answer.outputs.get("Flagged", [])
+        return flagged
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("stale_wip_sweep_failed")
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def serve(config: CellConfig, stop: asyncio.Event | None = None) -> None:
-    """Run the gateway until ``stop`` is set or SIGINT/SIGTERM arrives, then shut down within the grace."""
-    stop = stop or asyncio.Event()
+@asynccontextmanager
+async def running_gateway(config: CellConfig, *, clock: Clock | None = None) -> AsyncIterator[Gateway]:
+    """Run a gateway in this process until the block ends (tests, the simulator's own runs)."""
+    gateway = Gateway(config, clock=clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop), name="gateway")
+    ready = asyncio.create_task(gateway.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises what stopped it
+    try:
+        yield gateway
+    finally:
+        stop.set()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+async def serve(config: CellConfig) -> None:
+    """Run the gateway until SIGINT/SIGTERM, then shut down within the grace."""
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)
     started = loop.time()
-    try:
-        await gateway.start()
+    run = asyncio.create_task(gateway.run(stop), name="gateway")
+    ready = asyncio.create_task(gateway.ready.wait(), name="ready")
+    await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if gateway.ready.is_set():
         log.info(
             "gateway_started",
             cell=config.cell.name,
             endpoint=config.server.endpoint,
-            database=_safe_url(config.database.url),
+            database=safe_url(config.database.url),
+            profile=config.server.security_profile,
             seconds=round(loop.time() - started, 3),
         )
-        await stop.wait()
-        stopping = loop.time()
-        try:
-            async with asyncio.timeout(config.server.shutdown_grace_seconds):
-                await gateway.stop()
-        except TimeoutError:
-            log.error("gateway_stop_timed_out", grace_seconds=config.server.shutdown_grace_seconds)
-        else:
-            log.info("gateway_stopped", seconds=round(loop.time() - stopping, 3))
+    else:
+        ready.cancel()
+    try:
+        await run
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

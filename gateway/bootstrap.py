@@ -38,5 +38,6 @@ def build_model(config: CellConfig) -> CellModel:
         cell_name=config.cell.name,
         serial_format=config.cell.serial_format,
         source_time_tolerance=timedelta(seconds=config.cell.source_time_tolerance_seconds),
+        units_per_pallet=config.cell.units_per_pallet,
     )
     return CellModel(book, CellTracker(book, rules))

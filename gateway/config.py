@@ -127,6 +127,7 @@ class CellSettings(_Model):
     source_time_tolerance_seconds: float = Field(default=300, gt=0)
     serial_format: str = "{cell}-{seq:06d}"
     assign_workorder_at_unload: bool = False
+    units_per_pallet: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("serial_format")
     @classmethod

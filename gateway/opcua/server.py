@@ -1,103 +1,390 @@
 """The gateway's OPC UA server: the address space of docs/opcua.md, built from the cell's config.
 
-An adapter only: it turns OPC UA calls into service commands and service results into OPC UA answers.
-Node ids are string ids under the gateway namespace that follow the browse path (``Cell/Stations/L1``),
-so a PLC programmer can write them down and they stay the same across restarts.
+An adapter only: it checks who calls and what they send, turns calls into commands for the writer,
+and turns answers into OPC UA results. Node ids are string ids under the gateway namespace that follow
+the browse path (``Cell/Stations/L1``), so a PLC programmer can write them down; they are the same
+across restarts.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from asyncua import ua
-from asyncua.common.node import Node
-from asyncua.server.server import Server
+from asyncua import Node, Server, ua
+from asyncua.common.callback import CallbackType
 
 from gateway.config import CellConfig
+from gateway.errors import Reason
+from gateway.jobs.commands import (
+    ApproveTemplate,
+    CloseJob,
+    CreateJob,
+    CreateTemplate,
+    DeprecateTemplate,
+    HoldJob,
+    MergeJobs,
+    PromoteRouting,
+    ReleaseJob,
+    ResolveAudit,
+    ResumeJob,
+    SetDefaultTemplate,
+    SplitJob,
+)
+from gateway.jobs.events import JobStateChanged, LostAuditFlagged, UnitFinished
+from gateway.jobs.model import Job
 from gateway.logging import get_logger
+from gateway.opcua.arguments import Arg, Kind, Malformed, argument_descriptions, parse
+from gateway.opcua.events import EventTypes, create_event_types
+from gateway.opcua.identity import (
+    ConfigUserManager,
+    GatewayInternalServer,
+    GatewayUser,
+    current_user,
+    session_class,
+)
+from gateway.opcua.status import STORE_UNAVAILABLE, status_of
+from gateway.service.writer import Answer, Committed, StoreUnavailable, Writer
+from gateway.tracking.model import Command
+from gateway.tracking.reports import (
+    CycleEnded,
+    CycleResult,
+    CycleStarted,
+    LoadCompleted,
+    PalletArrived,
+    PalletDeparted,
+    Report,
+    ScanIn,
+    ScanOut,
+    ScanResult,
+    Scrap,
+    StartUnit,
+)
 
 log = get_logger(__name__)
 
 NAMESPACE_URI = "urn:cell-gateway"
 
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+]
+
+EVENT_ID = Arg("EventId", Kind.ID, "unique per station, e.g. the PLC's own counter")
+SOURCE_TIME = Arg("SourceTime", Kind.TIME, "when it happened by the PLC's clock; Null = time of receipt")
+PALLET = Arg("Pallet", Kind.ID, "pallet id, e.g. P3")
+SERIAL = Arg("Serial", Kind.ID, "unit serial")
+JOB_ID = Arg("JobId", Kind.ID, "job id")
+
+STATION_ROLES = ("plc", "operator", "engineer")
+JOB_ROLES = ("engineer", "erp")
+PART_ROLES = ("engineer",)
+READ_ROLES = ("plc", "operator", "engineer", "erp")
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One OPC UA method: its arguments, who may call it, and how a call becomes a command."""
+
+    name: str
+    inputs: tuple[Arg, ...]
+    outputs: tuple[Arg, ...]
+    roles: tuple[str, ...]
+    build: Callable[[str, list[Any]], Command | str]  # (station or "", values) -> command, or a refusal text
+    station_scoped: bool = False
+
+
+def _no_outputs(answer: Answer) -> list[ua.Variant]:
+    return []
+
+
+def _load(station: str, v: list[Any]) -> Command | str:
+    event_id, pallet, job, quantity, serials, when = v
+    if job and quantity == 0:
+        return "Quantity: a load of a job needs a quantity of at least 1"
+    if not job and (quantity or serials):
+        return 'Job: an unload-only report has Job "", Quantity 0 and no Serials'
+    if serials and len(serials) != quantity:
+        return f"Serials: {len(serials)} given for a Quantity of {quantity}"
+    return LoadCompleted(station, event_id, when, pallet, job, quantity, serials)
+
+
+STATION_METHODS: tuple[Method, ...] = (
+    Method(
+        "PalletArrived",
+        (EVENT_ID, PALLET, SOURCE_TIME),
+        (),
+        STATION_ROLES,
+        lambda s, v: PalletArrived(s, v[0], v[2], v[1]),
+        True,
+    ),
+    Method(
+        "PalletDeparted",
+        (EVENT_ID, PALLET, SOURCE_TIME),
+        (),
+        STATION_ROLES,
+        lambda s, v: PalletDeparted(s, v[0], v[2], v[1]),
+        True,
+    ),
+    Method(
+        "LoadCompleted",
+        (
+            EVENT_ID,
+            PALLET,
+            Arg("Job", Kind.TEXT, 'job whose units were loaded; "" = unload only'),
+            Arg("Quantity", Kind.UINT32, "number of new units loaded"),
+            Arg("Serials", Kind.TEXTS, "serials of the loaded units; empty = the gateway assigns them"),
+            SOURCE_TIME,
+        ),
+        (Arg("Serials", Kind.TEXTS, "serials of the loaded units"),),
+        STATION_ROLES,
+        _load,
+        True,
+    ),
+    Method(
+        "CycleStarted",
+        (EVENT_ID, PALLET, Arg("Program", Kind.TEXT, "program the machine runs"), SOURCE_TIME),
+        (),
+        STATION_ROLES,
+        lambda s, v: CycleStarted(s, v[0], v[3], v[1], v[2]),
+        True,
+    ),
+    Method(
+        "CycleEnded",
+        (
+            EVENT_ID,
+            PALLET,
+            Arg("Program", Kind.TEXT, "program that ran"),
+            Arg("Result", Kind.WORD, "ok, fail or interrupted", words=("ok", "fail", "interrupted")),
+            SOURCE_TIME,
+        ),
+        (),
+        STATION_ROLES,
+        lambda s, v: CycleEnded(s, v[0], v[4], v[1], v[2], CycleResult(v[3])),
+        True,
+    ),
+    Method(
+        "StartUnit",
+        (
+            EVENT_ID,
+            Arg("Job", Kind.ID, "job of the new unit"),
+            Arg("Serial", Kind.TEXT, '"" = gateway assigns'),
+            SOURCE_TIME,
+        ),
+        (Arg("Serial", Kind.TEXT, "serial of the new unit"),),
+        STATION_ROLES,
+        lambda s, v: StartUnit(s, v[0], v[3], v[1], v[2]),
+        True,
+    ),
+    Method(
+        "ScanIn", (EVENT_ID, SERIAL, SOURCE_TIME), (), STATION_ROLES, lambda s, v: ScanIn(s, v[0], v[2], v[1]), True
+    ),
+    Method(
+        "ScanOut",
+        (EVENT_ID, SERIAL, Arg("Result", Kind.WORD, "pass or fail", words=("pass", "fail")), SOURCE_TIME),
+        (),
+        STATION_ROLES,
+        lambda s, v: ScanOut(s, v[0], v[3], v[1], ScanResult(v[2])),
+        True,
+    ),
+)
+
+
+def _create_job(_: str, v: list[Any]) -> Command | str:
+    job_id, part, revision, quantity, due, priority, buffer, steps, pallets = v
+    if quantity < 1:
+        return "Quantity: must be at least 1"
+    return CreateJob(
+        part=part,
+        revision=revision,
+        quantity=quantity,
+        job_id=job_id,
+        due=due,
+        priority=priority,
+        yield_buffer_percent=None if buffer < 0 else buffer,
+        operations=steps,
+        pallets=pallets,
+    )
+
+
+JOB_METHODS: tuple[Method, ...] = (
+    Method(
+        "CreateJob",
+        (
+            Arg("JobId", Kind.TEXT, '"" = generated'),
+            Arg("Part", Kind.ID, "part number"),
+            Arg("Revision", Kind.ID, "part revision"),
+            Arg("Quantity", Kind.UINT32, "ordered quantity"),
+            Arg("DueDate", Kind.TIME, "due date; Null = none"),
+            Arg("Priority", Kind.INT32, "larger = more urgent"),
+            Arg("YieldBufferPercent", Kind.DOUBLE, "extra units allowed, %; negative = the cell's default"),
+            Arg("Steps", Kind.TEXTS, "operation codes; empty = default template or automatic mode"),
+            Arg("Pallets", Kind.TEXTS, "allowed pallets; empty = any"),
+        ),
+        (Arg("JobId", Kind.TEXT),),
+        JOB_ROLES,
+        _create_job,
+    ),
+    Method("Release", (JOB_ID,), (), JOB_ROLES, lambda _, v: ReleaseJob(v[0])),
+    Method("Hold", (JOB_ID, Arg("Reason", Kind.ID)), (), JOB_ROLES, lambda _, v: HoldJob(v[0], v[1])),
+    Method("Resume", (JOB_ID,), (), JOB_ROLES, lambda _, v: ResumeJob(v[0])),
+    Method("Close", (JOB_ID, Arg("Reason", Kind.ID)), (), JOB_ROLES, lambda _, v: CloseJob(v[0], v[1])),
+    Method(
+        "Split",
+        (JOB_ID, Arg("Serials", Kind.TEXTS), Arg("Steps", Kind.TEXTS, "empty = the parent's remaining steps")),
+        (Arg("ChildJobId", Kind.TEXT),),
+        JOB_ROLES,
+        lambda _, v: SplitJob(v[0], v[1], v[2]),
+    ),
+    Method(
+        "Merge",
+        (Arg("TargetJobId", Kind.ID), Arg("SourceJobId", Kind.ID)),
+        (),
+        JOB_ROLES,
+        lambda _, v: MergeJobs(v[0], v[1]),
+    ),
+)
+
+TEMPLATE_ID = Arg("TemplateId", Kind.ID)
+PART_METHODS: tuple[Method, ...] = (
+    Method(
+        "CreateTemplate",
+        (Arg("Part", Kind.ID), Arg("Revision", Kind.ID), Arg("Steps", Kind.TEXTS, "operation codes")),
+        (TEMPLATE_ID,),
+        PART_ROLES,
+        lambda _, v: CreateTemplate(v[0], v[1], v[2]),
+    ),
+    Method("ApproveTemplate", (TEMPLATE_ID,), (), PART_ROLES, lambda _, v: ApproveTemplate(v[0])),
+    Method("DeprecateTemplate", (TEMPLATE_ID,), (), PART_ROLES, lambda _, v: DeprecateTemplate(v[0])),
+    Method(
+        "SetDefaultTemplate",
+        (Arg("Part", Kind.ID), Arg("Revision", Kind.ID), TEMPLATE_ID),
+        (),
+        PART_ROLES,
+        lambda _, v: SetDefaultTemplate(v[0], v[1], v[2]),
+    ),
+    Method("PromoteRouting", (JOB_ID,), (TEMPLATE_ID,), PART_ROLES, lambda _, v: PromoteRouting(v[0])),
+)
+
+UNIT_METHODS: tuple[Method, ...] = (
+    Method(
+        "Scrap",
+        (EVENT_ID, SERIAL, Arg("Reason", Kind.ID), SOURCE_TIME),
+        (),
+        ("operator", "engineer"),
+        lambda s, v: Scrap(s or "cell", v[0], v[3], v[1], v[2]),
+    ),
+    Method(
+        "ResolveAudit",
+        (SERIAL, Arg("Outcome", Kind.WORD, "found or lost", words=("found", "lost"))),
+        (),
+        ("engineer",),
+        lambda _, v: ResolveAudit(v[0], v[1]),
+    ),
+)
+
+
+def node_id(ns: int, path: str) -> ua.NodeId:
+    return ua.NodeId(path, ns)
+
 
 @dataclass(slots=True)
 class StationNodes:
-    """The nodes of one station that the gateway writes to or listens on."""
-
     node: Node
     state: Node
     pallet: Node
     load_instruction: Node
     expected_program: Node
-    tag_pallet_present: Node
-    tag_cycle_active: Node
-    tag_program: Node
+    tags: dict[str, Node]
 
 
 @dataclass(slots=True)
 class AddressSpace:
     namespace_index: int
     cell: Node
-    stations_folder: Node
+    jobs_folder: Node
     stations: dict[str, StationNodes] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Node]] = field(default_factory=dict)
+    tag_nodes: dict[ua.NodeId, tuple[str, str]] = field(default_factory=dict)  # node -> (station, tag)
 
 
-def node_id(ns: int, path: str) -> ua.NodeId:
-    return ua.NodeId(ua.String(path), ua.Int16(ns))
+JOB_VARIABLES: tuple[tuple[str, ua.VariantType], ...] = (
+    ("Part", ua.VariantType.String),
+    ("Revision", ua.VariantType.String),
+    ("State", ua.VariantType.String),
+    ("Quantity", ua.VariantType.UInt32),
+    ("MaxQuantity", ua.VariantType.UInt32),
+    ("Started", ua.VariantType.UInt32),
+    ("Scrapped", ua.VariantType.UInt32),
+    ("Finished", ua.VariantType.UInt32),
+    ("Wip", ua.VariantType.UInt32),
+    ("DueDate", ua.VariantType.DateTime),
+    ("Priority", ua.VariantType.Int32),
+    ("Routing", ua.VariantType.String),
+    ("RoutingSource", ua.VariantType.String),
+)
 
 
-async def _variable(parent: Node, ns: int, path: str, name: str, value: object, vtype: ua.VariantType) -> Node:
-    return await parent.add_variable(node_id(ns, f"{path}/{name}"), ua.QualifiedName(name, ns), value, vtype)
-
-
-async def build_address_space(server: Server, config: CellConfig) -> AddressSpace:
-    ns = await server.register_namespace(NAMESPACE_URI)
-    cell = await server.nodes.objects.add_object(node_id(ns, "Cell"), ua.QualifiedName("Cell", ns))
-    await cell.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
-    stations_folder = await cell.add_folder(node_id(ns, "Cell/Stations"), ua.QualifiedName("Stations", ns))
-    space = AddressSpace(namespace_index=ns, cell=cell, stations_folder=stations_folder)
-    for station in config.stations:
-        path = f"Cell/Stations/{station.id}"
-        obj = await stations_folder.add_object(node_id(ns, path), ua.QualifiedName(station.id, ns))
-        await _variable(obj, ns, path, "Kind", station.kind, ua.VariantType.String)
-        await _variable(obj, ns, path, "Groups", list(station.groups), ua.VariantType.String)
-        state = await _variable(obj, ns, path, "State", "idle", ua.VariantType.String)
-        pallet = await _variable(obj, ns, path, "Pallet", "", ua.VariantType.String)
-        instruction = await _variable(obj, ns, path, "LoadInstruction", "", ua.VariantType.String)
-        program = await _variable(obj, ns, path, "ExpectedProgram", "", ua.VariantType.String)
-        tags = await obj.add_folder(node_id(ns, f"{path}/Tags"), ua.QualifiedName("Tags", ns))
-        tpath = f"{path}/Tags"
-        present = await _variable(tags, ns, tpath, "PalletPresent", "", ua.VariantType.String)
-        active = await _variable(tags, ns, tpath, "CycleActive", False, ua.VariantType.Boolean)
-        tprogram = await _variable(tags, ns, tpath, "Program", "", ua.VariantType.String)
-        space.stations[station.id] = StationNodes(obj, state, pallet, instruction, program, present, active, tprogram)
-    return space
+def job_values(job: Job) -> dict[str, Any]:
+    return {
+        "Part": job.part,
+        "Revision": job.revision,
+        "State": job.state.value,
+        "Quantity": job.quantity,
+        "MaxQuantity": job.max_quantity,
+        "Started": job.started,
+        "Scrapped": job.scrapped,
+        "Finished": job.finished,
+        "Wip": job.wip,
+        "DueDate": job.due,
+        "Priority": job.priority,
+        "Routing": [s.operation for s in job.routing],
+        "RoutingSource": str(job.source),
+    }
 
 
 class OpcUaServer:
-    """Owns the asyncua server: configure, build the address space, start and stop."""
+    """Owns the asyncua server: security, address space, method handlers, tags and publishing."""
 
-    def __init__(self, config: CellConfig) -> None:
+    def __init__(self, config: CellConfig, writer: Writer) -> None:
         self.config = config
-        self.server = Server()
+        self.writer = writer
+        self.demo = config.server.security_profile == "demo"
+        self.iserver = GatewayInternalServer(user_manager=ConfigUserManager(config))
+        self.iserver.session_type = session_class(self._may_write, require_secure_channel=not self.demo)
+        self.server = Server(iserver=self.iserver)
         self.space: AddressSpace | None = None
+        self.events: EventTypes | None = None
+        self._published: dict[ua.NodeId, Any] = {}
+        self._tag_state: dict[str, dict[str, Any]] = {}
+        self._tag_seq = 0
 
     @property
     def endpoint(self) -> str:
         return self.config.server.endpoint
 
+    # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
         server = self.server
         await server.init()
-        server.set_endpoint(self.config.server.endpoint)
+        server.set_endpoint(self.endpoint)
         server.set_server_name(f"cell-gateway {self.config.cell.name}")
-        await server.set_application_uri(f"urn:cell-gateway:{self.config.cell.name}")
-        if self.config.server.security_profile == "demo":
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        else:
-            raise NotImplementedError("the production security profile is not available yet")
-        self.space = await build_address_space(server, self.config)
+        application_uri = f"urn:{socket.gethostname()}:cell-gateway:{self.config.cell.name}"
+        await server.set_application_uri(application_uri)
+        await self._security(application_uri)
+        self.space = await self._build()
+        self.events = await create_event_types(server, self.space.namespace_index, self.space.cell)
+        server.iserver.callback_service.addListener(CallbackType.PostWrite, self._tag_written, priority=10)
+        await self.publish_all()
+        self.writer.subscribe(self.on_commit)
         await server.start()
         log.info(
             "opcua_listening",
@@ -109,3 +396,377 @@ class OpcUaServer:
 
     async def stop(self) -> None:
         await self.server.stop()
+
+    async def _security(self, application_uri: str) -> None:
+        server = self.server
+        if self.demo:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity, *SECURE_POLICIES])
+            server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken])
+        else:
+            server.set_security_policy(SECURE_POLICIES)
+            server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
+        from gateway.opcua.pki import prepare_pki
+
+        pki = await prepare_pki(Path(self.config.server.pki_dir), application_uri)
+        await server.load_certificate(str(pki.certificate))
+        await server.load_private_key(str(pki.private_key))
+        if not self.demo:
+            server.set_certificate_validator(pki.validator)
+
+    # ------------------------------------------------------------------ address space
+    async def _build(self) -> AddressSpace:
+        server = self.server
+        ns = await server.register_namespace(NAMESPACE_URI)
+        cell = await server.nodes.objects.add_object(node_id(ns, "Cell"), ua.QualifiedName("Cell", ns))
+        await cell.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+        stations = await cell.add_folder(node_id(ns, "Cell/Stations"), ua.QualifiedName("Stations", ns))
+        jobs = await cell.add_object(node_id(ns, "Cell/Jobs"), ua.QualifiedName("Jobs", ns))
+        parts = await cell.add_object(node_id(ns, "Cell/Parts"), ua.QualifiedName("Parts", ns))
+        units = await cell.add_object(node_id(ns, "Cell/Units"), ua.QualifiedName("Units", ns))
+        space = AddressSpace(ns, cell, jobs)
+        for method in JOB_METHODS:
+            await self._add_method(jobs, ns, "Cell/Jobs", method, "")
+        for method in PART_METHODS:
+            await self._add_method(parts, ns, "Cell/Parts", method, "")
+        for method in UNIT_METHODS:
+            await self._add_method(units, ns, "Cell/Units", method, "")
+        trace = Method("Trace", (SERIAL,), (Arg("Json", Kind.TEXT),), READ_ROLES, lambda _, v: "")
+        await units.add_method(
+            node_id(ns, "Cell/Units/Trace"),
+            ua.QualifiedName("Trace", ns),
+            self._trace_handler,
+            argument_descriptions(trace.inputs),
+            argument_descriptions(trace.outputs),
+        )
+        for station in self.config.stations:
+            path = f"Cell/Stations/{station.id}"
+            obj = await stations.add_object(node_id(ns, path), ua.QualifiedName(station.id, ns))
+
+            async def var(parent: Node, p: str, name: str, value: Any, vtype: ua.VariantType) -> Node:
+                return await parent.add_variable(node_id(ns, f"{p}/{name}"), ua.QualifiedName(name, ns), value, vtype)
+
+            await var(obj, path, "Kind", station.kind, ua.VariantType.String)
+            await var(obj, path, "Groups", list(station.groups), ua.VariantType.String)
+            state = await var(obj, path, "State", "idle", ua.VariantType.String)
+            pallet = await var(obj, path, "Pallet", "", ua.VariantType.String)
+            instruction = await var(obj, path, "LoadInstruction", "", ua.VariantType.String)
+            program = await var(obj, path, "ExpectedProgram", "", ua.VariantType.String)
+            tags_folder = await obj.add_folder(node_id(ns, f"{path}/Tags"), ua.QualifiedName("Tags", ns))
+            tags = {
+                "PalletPresent": await var(tags_folder, f"{path}/Tags", "PalletPresent", "", ua.VariantType.String),
+                "CycleActive": await var(tags_folder, f"{path}/Tags", "CycleActive", False, ua.VariantType.Boolean),
+                "Program": await var(tags_folder, f"{path}/Tags", "Program", "", ua.VariantType.String),
+            }
+            for tag_name, tag in tags.items():
+                await tag.set_writable()
+                space.tag_nodes[tag.nodeid] = (station.id, tag_name)
+            self._tag_state[station.id] = {"PalletPresent": "", "CycleActive": False, "Program": ""}
+            space.stations[station.id] = StationNodes(obj, state, pallet, instruction, program, tags)
+            for method in STATION_METHODS:
+                await self._add_method(obj, ns, path, method, station.id)
+        return space
+
+    async def _add_method(self, parent: Node, ns: int, path: str, method: Method, station: str) -> None:
+        await parent.add_method(
+            node_id(ns, f"{path}/{method.name}"),
+            ua.QualifiedName(method.name, ns),
+            self._handler(method, station),
+            argument_descriptions(method.inputs),
+            argument_descriptions(method.outputs),
+        )
+
+    # ------------------------------------------------------------------ method calls
+    def _handler(self, method: Method, station: str) -> Callable[..., Awaitable[Any]]:
+        async def handle(parent: ua.NodeId, *variants: Any) -> Any:
+            try:
+                return await self._call(method, station, variants)
+            except Exception:  # an escaping exception would reach the PLC as BadUnexpectedError
+                log.exception("opcua_method_failed", method=method.name, station=station)
+                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+
+        handle.__name__ = f"{method.name}@{station or 'cell'}"
+        return handle
+
+    async def _call(self, method: Method, station: str, variants: Sequence[Any]) -> Any:
+        user = current_user()
+        event_id = _first_text(variants)
+        if not self._allowed(user, method, station):
+            why = f"user {user.name!r} ({', '.join(sorted(user.roles)) or 'no roles'}) may not call {method.name}"
+            if method.station_scoped and "plc" in user.roles:
+                why += f" at {station}: its stations are {', '.join(sorted(user.stations)) or 'none'}"
+            await self._refuse_unstored(Reason.ACCESS_DENIED, why, method, station, event_id)
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        parsed = parse(variants, method.inputs)
+        if isinstance(parsed, Malformed):
+            await self._refuse_unstored(Reason.INVALID_ARGUMENT, parsed.message, method, station, event_id)
+            return parsed.result()
+        built = method.build(station, parsed)
+        if isinstance(built, str):
+            await self._refuse_unstored(Reason.INVALID_ARGUMENT, built, method, station, event_id)
+            return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadInvalidArgument))
+        try:
+            answer = await self.writer.submit(built, user.name)
+        except StoreUnavailable as exc:
+            log.error("report_not_stored", method=method.name, station=station, event_id=event_id, error=str(exc))
+            return ua.StatusCode(STORE_UNAVAILABLE)
+        if not answer.ok:
+            assert answer.reason is not None
+            if answer.reason is Reason.DUPLICATE_EVENT_ID:  # not stored, so not published after commit
+                await self._refuse_unstored(answer.reason, answer.message, method, station, event_id)
+            return ua.CallMethodResult(StatusCode=status_of(answer.reason))
+        return [
+            ua.Variant(_output(answer.outputs.get(arg.name)), arg.variant_type, is_array=arg.is_array)
+            for arg in method.outputs
+        ]
+
+    def _allowed(self, user: GatewayUser, method: Method, station: str) -> bool:
+        if not user.has_any(method.roles):
+            return False
+        if method.station_scoped:
+            return user.may_report_for(station)
+        return True
+
+    async def _refuse_unstored(self, reason: Reason, message: str, method: Method, station: str, event_id: str) -> None:
+        """A refusal that never reached the log (access, malformed, reused EventId): log it and raise the event."""
+        log.warning(
+            "report_refused", kind=method.name, station=station, event_id=event_id, reason=reason.value, message=message
+        )
+        if self.events is not None:
+            await self.events.raise_event(
+                "RejectionEventType",
+                f"{method.name} at {station or 'cell'} refused ({reason.value}): {message}",
+                {"Reason": reason.value, "Station": station, "ReportEventId": event_id},
+            )
+
+    async def _trace_handler(self, parent: ua.NodeId, *variants: Any) -> Any:
+        from gateway.service.queries import trace
+
+        user = current_user()
+        if not user.has_any(READ_ROLES):
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        parsed = parse(variants, (SERIAL,))
+        if isinstance(parsed, Malformed):
+            return parsed.result()
+        try:
+            found = await trace(self.writer.engine, self.writer.model, parsed[0])
+        except Exception:
+            log.exception("trace_failed", serial=parsed[0])
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+        if found is None:
+            return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadNotFound))
+        return [ua.Variant(json.dumps(found, default=str), ua.VariantType.String)]
+
+    # ------------------------------------------------------------------ tags
+    def _may_write(self, user: GatewayUser, value: ua.WriteValue) -> bool:
+        assert self.space is not None
+        found = self.space.tag_nodes.get(value.NodeId)
+        return found is not None and user.may_report_for(found[0])
+
+    async def _tag_written(self, event: Any, dispatcher: Any) -> None:
+        """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge)."""
+        if not event.is_external or self.space is None:
+            return
+        for write, result in zip(event.request_params.NodesToWrite, event.response_params, strict=False):
+            found = self.space.tag_nodes.get(write.NodeId)
+            if found is None or not result.is_good():
+                continue
+            station, tag = found
+            value = write.Value.Value.Value if write.Value and write.Value.Value else None
+            user = event.user if isinstance(event.user, GatewayUser) else None
+            try:
+                await self._reconcile_tags(station, tag, value, user.name if user else "")
+            except Exception:
+                log.exception("tag_reconcile_failed", station=station, tag=tag)
+
+    async def _reconcile_tags(self, station: str, tag: str, value: Any, actor: str) -> None:
+        state = self._tag_state[station]
+        state[tag] = value
+        tracker = self.writer.model.tracker
+        recorded = tracker.stations[station]
+        present = str(state["PalletPresent"] or "")
+        active = bool(state["CycleActive"])
+        reports: list[Report] = []
+        if recorded.pallet and recorded.pallet != present:
+            if recorded.cycle is not None and recorded.cycle.pallet == recorded.pallet and not active:
+                reports.append(
+                    self._tag_report(CycleEnded, station, recorded.pallet, recorded.cycle.program, CycleResult.OK)
+                )
+            reports.append(self._tag_report(PalletDeparted, station, recorded.pallet))
+        if present and recorded.pallet != present:
+            reports.append(self._tag_report(PalletArrived, station, present))
+        if present:
+            cycle = recorded.cycle
+            if active and (cycle is None or cycle.pallet != present):
+                reports.append(self._tag_report(CycleStarted, station, present, str(state["Program"] or "")))
+            elif not active and cycle is not None and cycle.pallet == present:
+                reports.append(self._tag_report(CycleEnded, station, present, cycle.program, CycleResult.OK))
+        for report in reports:
+            answer = await self.writer.submit(report, actor)
+            if not answer.ok:
+                log.warning(
+                    "tag_report_refused",
+                    station=station,
+                    kind=report.kind,
+                    reason=answer.reason,
+                    message=answer.message,
+                )
+
+    def _tag_report(self, cls: type[Report], station: str, *args: Any) -> Report:
+        self._tag_seq += 1
+        return cls(station, f"tag:{self.writer.counter}:{self._tag_seq}", None, *args)
+
+    # ------------------------------------------------------------------ publishing after commit
+    async def _write(self, node: Node, value: Any, vtype: ua.VariantType) -> None:
+        if self._published.get(node.nodeid, object()) == value:
+            return
+        self._published[node.nodeid] = value
+        await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
+
+    async def publish_all(self) -> None:
+        model = self.writer.model
+        await self._publish_stations(set(model.tracker.stations))
+        for job in model.book.jobs.values():
+            await self._publish_job(job)
+
+    async def _publish_stations(self, station_ids: set[str]) -> None:
+        assert self.space is not None
+        tracker = self.writer.model.tracker
+        for station_id in station_ids:
+            nodes = self.space.stations.get(station_id)
+            if nodes is None:
+                continue
+            state = tracker.stations[station_id]
+            await self._write(nodes.state, state.state, ua.VariantType.String)
+            await self._write(nodes.pallet, state.pallet, ua.VariantType.String)
+            await self._write(nodes.expected_program, tracker.expected_program(station_id), ua.VariantType.String)
+            await self._write(nodes.load_instruction, tracker.instruction_json(station_id), ua.VariantType.String)
+
+    async def _publish_job(self, job: Job) -> None:
+        assert self.space is not None
+        if not job.shop_floor_visible:
+            return
+        nodes = self.space.jobs.get(job.id)
+        values = job_values(job)
+        ns = self.space.namespace_index
+        if nodes is None:
+            path = f"Cell/Jobs/{job.id}"
+            obj = await self.space.jobs_folder.add_object(node_id(ns, path), ua.QualifiedName(job.id, ns))
+            nodes = {}
+            for name, vtype in JOB_VARIABLES:
+                initial = values[name] if values[name] is not None else ua.Variant(None, ua.VariantType.Null)
+                nodes[name] = await obj.add_variable(
+                    node_id(ns, f"{path}/{name}"), ua.QualifiedName(name, ns), initial, vtype
+                )
+            self.space.jobs[job.id] = nodes
+        for name, vtype in JOB_VARIABLES:
+            if values[name] is not None:
+                await self._write(nodes[name], values[name], vtype)
+
+    async def on_commit(self, batch: Committed) -> None:
+        """After a commit: variables, events and the canonical log line of each command."""
+        model = batch.model
+        stations = set(batch.dirty.stations)
+        if batch.dirty.jobs or batch.dirty.units:
+            stations |= {s for s, st in model.tracker.stations.items() if st.pallet}
+        await self._publish_stations(stations)
+        for job_id in batch.dirty.jobs:
+            job = model.book.jobs.get(job_id)
+            if job is not None:
+                await self._publish_job(job)
+        for item in batch.applied:
+            answer, command = item.answer, item.command
+            _canonical_line(item.command, item.actor, answer)
+            if answer.replayed or self.events is None:
+                continue
+            report_fields = _report_fields(command)
+            if answer.reason is not None:
+                await self.events.raise_event(
+                    "RejectionEventType",
+                    f"{command.kind} {_where(command)} refused ({answer.reason.value}): {answer.message}",
+                    {**report_fields, "Reason": answer.reason.value},
+                )
+            for flag in answer.flags:
+                fields: dict[str, Any] = {**report_fields, "Reason": flag.anomaly.value}
+                named = {"Serial": flag.serial, "Pallet": flag.pallet, "Job": flag.job}
+                fields.update({k: v for k, v in named.items() if v})
+                await self.events.raise_event("AnomalyEventType", flag.message, fields, severity=300)
+            for event in item.events:
+                if isinstance(event, JobStateChanged):
+                    await self.events.raise_event(
+                        "JobStateChangedEventType",
+                        f"job {event.job}: {event.from_state or 'new'} -> {event.to_state} ({event.reason})",
+                        {
+                            "Job": event.job,
+                            "FromState": event.from_state.value if event.from_state else "",
+                            "ToState": event.to_state.value,
+                            "Reason": event.reason,
+                        },
+                    )
+                elif isinstance(event, UnitFinished):
+                    await self.events.raise_event(
+                        "UnitFinishedEventType",
+                        f"{event.serial} of {event.job} finished",
+                        {"Serial": event.serial, "Job": event.job},
+                        severity=100,
+                    )
+                elif isinstance(event, LostAuditFlagged):
+                    await self.events.raise_event(
+                        "LostAuditEventType",
+                        f"{event.serial} of {event.job} idle for {event.idle_seconds / 86400:.1f} days: Lost Audit",
+                        {
+                            "Serial": event.serial,
+                            "Job": event.job,
+                            "Station": event.station,
+                            "IdleSeconds": event.idle_seconds,
+                        },
+                        severity=700,
+                    )
+
+
+def _first_text(variants: Sequence[Any]) -> str:
+    value = getattr(variants[0], "Value", None) if variants else None
+    return value if isinstance(value, str) else ""
+
+
+def _output(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _where(command: Command) -> str:
+    return f"at {command.station}" if isinstance(command, Report) and command.station else ""
+
+
+def _report_fields(command: Command) -> dict[str, str]:
+    if not isinstance(command, Report):
+        job = getattr(command, "job_id", "") or getattr(command, "target_job_id", "")
+        return {"Job": job, "Serial": getattr(command, "serial", "")}
+    return {
+        "Station": command.station,
+        "ReportEventId": command.event_id,
+        "Pallet": getattr(command, "pallet", ""),
+        "Serial": getattr(command, "serial", ""),
+        "Job": getattr(command, "job", ""),
+    }
+
+
+def _canonical_line(command: Command, actor: str, answer: Answer) -> None:
+    """One line per command: what came in, from whom, and what the gateway made of it."""
+    fields: dict[str, Any] = {
+        "kind": command.kind,
+        "counter": answer.counter,
+        "actor": actor,
+        "result": "refused" if answer.reason else ("replayed" if answer.replayed else "ok"),
+    }
+    names = {"ReportEventId": "event_id"}
+    fields.update({names.get(k, k.lower()): v for k, v in _report_fields(command).items() if v})
+    if answer.reason is not None:
+        fields["reason"] = answer.reason.value
+        fields["message"] = answer.message
+    if answer.flags:
+        fields["anomalies"] = [f.anomaly.value for f in answer.flags]
+    if answer.outputs:
+        fields["outputs"] = answer.outputs
+    if answer.reason is not None or answer.flags:
+        log.warning("cell_event", **fields)
+    else:
+        log.info("cell_event", **fields)

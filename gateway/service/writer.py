@@ -131,6 +131,8 @@ class Writer:
         self._counter = 0
         self._ids = itertools.count(1)
         self._ready = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ------------------------------------------------------------------ public face
     def subscribe(self, listener: Listener) -> None:
@@ -150,8 +152,13 @@ class Writer:
         if not self._ready:
             raise RuntimeError("the writer is not loaded yet")
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._idle.clear()
         self._queue.put_nowait(_Pending(command, actor, self.clock.now(), future))
         return await future
+
+    async def wait_idle(self) -> None:
+        """Until everything submitted so far is committed and answered."""
+        await self._idle.wait()
 
     async def load(self) -> None:
         """Build the model from config and fill it from the store; warm the idempotency cache."""
@@ -182,6 +189,8 @@ class Writer:
                 while len(batch) < self.max_batch and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 await self._process(batch)
+                if self._queue.empty():
+                    self._idle.set()
         finally:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()

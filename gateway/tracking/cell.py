@@ -506,29 +506,30 @@ class CellTracker:
 
     # ------------------------------------------------------------------ what stations should do next
     def load_instruction(self, station_id: str) -> dict[str, Any] | None:
-        """For the pallet at a load station: what to unload, and which job's units to load next."""
+        """For the pallet at a load station: what to unload, what stays on, and which job to load next."""
         station = self.stations[station_id]
         if not station.pallet:
             return None
+        groups = self._groups(station_id)
         pallet = self.pallets[station.pallet]
-        unload = []
-        for serial in pallet.units:
-            unit = self.book.units.get(serial)
-            if unit is None or not unit.live:
-                continue
+        unload: list[dict[str, str]] = []
+        stay: list[dict[str, str]] = []
+        for unit in self._live_units_on(pallet):
             step = self.book.next_step(unit)
-            unload.append({"serial": serial, "job": unit.job_id, "next": step.operation if step else ""})
+            entry = {"serial": unit.serial, "job": unit.job_id, "next": step.operation if step else ""}
+            (unload if step is not None and step.group in groups else stay).append(entry)
         load = None
-        for job in self.loadable_jobs(station_id, pallet.id):
+        free = self.rules.units_per_pallet - len(stay)
+        for job in self.loadable_jobs(station_id, pallet.id) if free > 0 else []:
             load = {
                 "job": job.id,
                 "part": job.part,
                 "revision": job.revision,
-                "quantity": min(job.room, self.rules.units_per_pallet),
+                "quantity": min(job.room, free),
                 "operation": job.routing[0].operation,
             }
             break
-        return {"pallet": pallet.id, "unload": unload, "load": load}
+        return {"pallet": pallet.id, "unload": unload, "stay": stay, "load": load}
 
     def loadable_jobs(self, station_id: str, pallet_id: str) -> list[Job]:
         """Jobs whose next new unit may be loaded here: by priority, then due date, then id."""

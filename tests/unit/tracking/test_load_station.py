@@ -146,7 +146,7 @@ def test_load_instruction_offers_the_most_urgent_job_that_may_load() -> None:
     assert instruction["load"]["quantity"] == 2  # two units per pallet in the demo
     order = [j.id for j in sim.tracker.loadable_jobs("L1", "P1")]
     assert order == [urgent_sooner, urgent_later, low]
-    assert [j.id for j in sim.tracker.loadable_jobs("L1", "P8")][0] == only_p8
+    assert sim.tracker.loadable_jobs("L1", "P8")[0].id == only_p8
 
 
 def test_load_instruction_lists_what_to_unload_and_stops_offering_a_capped_job() -> None:

@@ -35,8 +35,8 @@ def to_command(line: dict[str, Any], cell: Cell) -> Any:
 async def play(cell: Cell, day: list[dict[str, Any]]) -> list[list[Any]]:
     answers = []
     for line in day:
-        command = to_command(line, cell)
-        answer = await cell.send(command, after=line["after"])
+        cell.clock.advance(line["after"])
+        answer = await cell.send(to_command(line, cell))
         answers.append(
             [
                 line.get("event_id", line["cmd"]),

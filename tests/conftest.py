@@ -36,9 +36,18 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}"
 
 
+@pytest.fixture(scope="session")
+def shared_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One server certificate for the whole run: creating an RSA key per test would cost seconds."""
+    return tmp_path_factory.mktemp("pki")
+
+
 @pytest.fixture
-def make_config(tmp_path: Path, port: int, db_url: str) -> Callable[..., CellConfig]:
-    """The demo config on a free port and a fresh database; extra env overrides may be given."""
+def make_config(port: int, db_url: str, shared_pki: Path) -> Callable[..., CellConfig]:
+    """The demo config on a free port and a fresh database; extra env overrides may be given.
+
+    The PKI folder is the session's shared one unless the config file names its own (never ./var).
+    """
 
     def make(path: Path = DEMO_CONFIG, **env: str) -> CellConfig:
         base = {
@@ -47,7 +56,11 @@ def make_config(tmp_path: Path, port: int, db_url: str) -> Callable[..., CellCon
             "CELL_GATEWAY_HTTP_PORT": "0",
         }
         base.update(env)
-        return load_config(path, env=base)
+        config = load_config(path, env=base)
+        if config.server.pki_dir == Path("var/pki"):
+            server = config.server.model_copy(update={"pki_dir": shared_pki})
+            config = config.model_copy(update={"server": server})
+        return config
 
     return make
 

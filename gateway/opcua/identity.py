@@ -14,6 +14,8 @@ kept on :class:`GatewayUser` and checked by the handlers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import hashlib
 from collections.abc import Callable, Iterable
@@ -205,6 +207,17 @@ def session_class(write_filter: WriteFilter | None, require_secure_channel: bool
 
 class GatewayInternalServer(InternalServer):  # type: ignore[misc]
     session_type: type[GatewaySession] = GatewaySession
+
+    async def stop(self) -> None:
+        # asyncua's CurrentTime task sleeps a second between updates and stop() waits for it to
+        # notice; cancelling it makes a shutdown take milliseconds instead of a second.
+        task: asyncio.Task[None] | None = getattr(self, "time_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.time_task = None
+        await super().stop()
 
     def create_session(self, name: str, user: Any = None, external: bool = False) -> GatewaySession:
         return self.session_type(

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-from gateway.config import CellConfig, ConfigError, load_config
+from gateway.cli_common import DEFAULT_CONFIG, ConfigOption, load_or_exit
+from gateway.cli_inspect import register as register_inspection
+from gateway.config import CellConfig
 from gateway.logging import configure_logging
 
 app = typer.Typer(
@@ -22,24 +24,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Cell config file (TOML).", envvar="CELL_GATEWAY_CONFIG")
-]
-DEFAULT_CONFIG = Path("config/cell.toml")
-
 
 def _load(path: Path) -> CellConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        _print_problems(path, exc)
-        raise typer.Exit(2) from exc
-
-
-def _print_problems(path: Path, exc: ConfigError) -> None:
-    typer.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
-    for problem in exc.problems:
-        typer.echo(f"  {problem.path}: {problem.message}", err=True)
+    return load_or_exit(path)
 
 
 @app.command()
@@ -133,3 +120,6 @@ def db_current(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 def main() -> None:
     app()
+
+
+register_inspection(app)

@@ -1,0 +1,103 @@
+"""Prometheus metrics: counted after each commit, gauges read from the live model at scrape time.
+
+Served at ``/metrics`` on the gateway's HTTP port. Counting happens in a writer listener (after the
+commit, outside the hot path of the OPC UA handler) and costs a few dictionary updates per report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.service.writer import Committed, Writer
+from gateway.tracking.reports import Report
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Live(Collector):
+    """Gauges computed when scraped: nothing to keep in step."""
+
+    def __init__(self, writer: Writer, sessions: Callable[[], int]) -> None:
+        self.writer = writer
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        book = self.writer.model.book
+        queue = GaugeMetricFamily("cellgw_writer_queue_depth", "Commands waiting for the writer.")
+        queue.add_metric([], self.writer.queue_depth)
+        yield queue
+        counter = GaugeMetricFamily("cellgw_event_log_counter", "Position of the last committed command.")
+        counter.add_metric([], self.writer.counter)
+        yield counter
+        sessions = GaugeMetricFamily("cellgw_opcua_sessions", "Open OPC UA sessions.")
+        sessions.add_metric([], self.sessions())
+        yield sessions
+        wip = GaugeMetricFamily(
+            "cellgw_wip_units", "Units in WIP (started - scrapped - finished) per job.", labels=["job"]
+        )
+        for job in book.jobs.values():
+            if job.wip or job.state.value != "Closed":
+                wip.add_metric([job.id], job.wip)
+        yield wip
+        audits = GaugeMetricFamily("cellgw_open_lost_audits", "Units flagged for a Lost Audit.")
+        audits.add_metric([], sum(1 for u in book.units.values() if u.audit_flagged))
+        yield audits
+
+
+class Metrics:
+    def __init__(self, writer: Writer, sessions: Callable[[], int] = lambda: 0) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reports = Counter(
+            "cellgw_reports", "Reports and commands committed, by station and kind.", ["station", "kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.refusals = Counter("cellgw_refusals", "Refused commands by reason.", ["reason"], registry=self.registry)
+        self.anomalies = Counter(
+            "cellgw_anomalies", "Anomaly flags raised, by name.", ["anomaly"], registry=self.registry
+        )
+        self.replays = Counter("cellgw_replayed_reports", "Retries answered from the log.", registry=self.registry)
+        self.batch_size = Histogram(
+            "cellgw_commit_batch_size", "Commands per committed batch.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=self.registry,
+        )  # fmt: skip
+        self.commit_seconds = Histogram(
+            "cellgw_commit_seconds", "Time to save and commit one batch.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=self.registry,
+        )  # fmt: skip
+        self.registry.register(_Live(writer, sessions))
+        self._writer = writer
+        writer.subscribe(self.on_commit)
+
+    def on_commit(self, batch: Committed) -> None:
+        stats = self._writer.stats
+        self.batch_size.observe(stats.last_batch_size)
+        self.commit_seconds.observe(stats.last_commit_seconds)
+        for item in batch.applied:
+            command = item.command
+            station = command.station if isinstance(command, Report) else command.source
+            self.reports.labels(station, command.kind).inc()
+            answer = item.answer
+            if answer.replayed:
+                self.replays.inc()
+            elif answer.reason is not None:
+                self.refusals.labels(answer.reason.value).inc()
+            for flag in answer.flags:
+                self.anomalies.labels(flag.anomaly.value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def opcua_session_count(server: Any) -> Callable[[], int]:
+    """Open sessions of the gateway's asyncua server."""
+
+    def count() -> int:
+        sessions = getattr(server.iserver, "_external_sessions", None)
+        return len(sessions) if sessions is not None else 0
+
+    return count

@@ -1,0 +1,119 @@
+"""Routes for people and monitoring: ``/`` (status page), ``/api/status``, ``/metrics``, ``/healthz``.
+
+The page is one static HTML file with a small script that polls ``/api/status`` every second and
+redraws only when the event-log counter moved; no build step, nothing to install on the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import text
+
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.service import queries
+from gateway.service.writer import Writer
+
+# The writer is "stalled" when commands wait and nothing was committed for this long.
+STALL_SECONDS = 10.0
+
+
+def live_status(writer: Writer, now: datetime) -> dict[str, Any]:
+    """The cell from the writer's in-memory model: what the shop-floor screen shows."""
+    model = writer.model
+    tracker, book = model.tracker, model.book
+    stations = []
+    for station_id, state in sorted(tracker.stations.items()):
+        units = [book.units[s] for s in tracker.pallets[state.pallet].units if s in book.units] if state.pallet else []
+        stations.append(
+            {
+                "station": station_id,
+                "kind": book.layout.stations[station_id].kind,
+                "state": state.state,
+                "pallet": state.pallet,
+                "jobs": sorted({u.job_id for u in units if u.live}),
+                "program": state.cycle.program if state.cycle else "",
+            }
+        )
+    jobs = []
+    for job in sorted(book.jobs.values(), key=lambda j: (-j.priority, j.id)):
+        if job.state.value == "Closed" and not job.wip:
+            continue
+        jobs.append(
+            {
+                "job": job.id,
+                "part": job.part,
+                "revision": job.revision,
+                "state": job.state.value,
+                "quantity": job.quantity,
+                "max_quantity": job.max_quantity,
+                "started": job.started,
+                "scrapped": job.scrapped,
+                "finished": job.finished,
+                "wip": job.wip,
+                "wip_by_step": [{"operation": s.operation, "wip": n} for s, n in book.wip_by_step(job.id)],
+            }
+        )
+    audits = [
+        {"serial": u.serial, "job": u.job_id, "idle_days": round((now - u.last_activity).total_seconds() / 86400, 1)}
+        for u in book.units.values()
+        if u.audit_flagged
+    ]
+    return {
+        "counter": writer.counter,
+        "now": now.isoformat(),
+        "stations": stations,
+        "jobs": jobs,
+        "wip": sum(j["wip"] for j in jobs),
+        "open_audits": audits,
+    }
+
+
+def router(writer: Writer, metrics: Metrics, opcua_listening: Any, clock: Any) -> APIRouter:
+    routes = APIRouter()
+    page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
+    progress = {"counter": writer.counter, "at": time.monotonic()}
+
+    @routes.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @routes.get("/api/status", tags=["status"], summary="The cell now: stations, jobs, WIP, refusals, audits")
+    async def status(refusals: int = 15) -> dict[str, Any]:
+        data = live_status(writer, clock.now())
+        data["refusals"] = await queries.refusals(writer.engine, limit=max(0, min(refusals, 100)))
+        return data
+
+    @routes.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @routes.get("/healthz", tags=["status"], summary="Database writable, OPC UA listening, writer not stalled")
+    async def healthz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                async with writer.engine.begin() as conn:
+                    await conn.execute(text("UPDATE gateway_meta SET value = value WHERE key = 'health'"))
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure is the answer
+            checks["database"] = f"not writable: {exc}"
+        checks["opcua"] = "ok" if opcua_listening() else "not listening"
+        if writer.counter != progress["counter"] or not writer.queue_depth:
+            progress.update(counter=writer.counter, at=time.monotonic())
+        stalled = time.monotonic() - progress["at"]
+        checks["writer"] = (
+            "ok" if stalled < STALL_SECONDS else f"stalled for {stalled:.0f} s with {writer.queue_depth} queued"
+        )
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "failing", "checks": checks}, status_code=200 if healthy else 503
+        )
+
+    return routes

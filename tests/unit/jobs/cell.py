@@ -6,8 +6,10 @@ Not a conftest: the tests import what they need from here, so they run without a
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -106,20 +108,30 @@ def ops(job: Job) -> list[str]:
 
 
 def snapshot(book: JobBook) -> Any:
-    """Everything a command could change, deep-copied so it can be compared after a refusal."""
-    return copy.deepcopy(
-        (
-            book.specs,
-            book.templates,
-            book.jobs,
-            book.units,
-            book.transitions,
-            book.events,
-            book.dirty,
-            book._job_seq,
-            book.layout,
-        )
-    )
+    """Everything a command could change, as a value that can be compared after a refusal.
+
+    All of the book's attributes (specs, templates, jobs, units, transitions, events, dirty sets, the
+    id sequence, the layout), with every mutable object turned into an immutable copy of its contents.
+    """
+    return _frozen(vars(book))
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool | datetime | Enum | None):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if type(value).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            # Frozen values of the model (steps, events, transitions) hold only immutable fields.
+            return value
+        fields = tuple((f.name, _frozen(getattr(value, f.name))) for f in dataclasses.fields(value))
+        return (type(value).__name__, fields)
+    if isinstance(value, dict):
+        return ("dict", tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    if isinstance(value, set | frozenset):
+        return frozenset(_frozen(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def refused(book: JobBook, reason: Reason, call: Callable[..., object], *args: Any, **kwargs: Any) -> Refused:
@@ -136,7 +148,7 @@ def pass_step(book: JobBook, serial: str, when: datetime, elapsed: float | None 
     """The unit enters its next step at the station for it (right program) and passes it."""
     unit = book.unit(serial)
     step = book.jobs[unit.job_id].routing[unit.next_step]
-    station = STATION_FOR[step.operation]
+    station = unit.station or STATION_FOR[step.operation]
     if unit.status is UnitStatus.WAITING:
         book.enter_step(serial, station, when, step.program or None)
     record = book.leave_step(serial, station, True, when, elapsed)

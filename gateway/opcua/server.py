@@ -36,7 +36,7 @@ from gateway.jobs.commands import (
     SplitJob,
 )
 from gateway.jobs.events import JobStateChanged, LostAuditFlagged, UnitFinished
-from gateway.jobs.model import Job
+from gateway.jobs.model import Job, JobState
 from gateway.logging import get_logger
 from gateway.opcua.arguments import Arg, Kind, Malformed, argument_descriptions, parse
 from gateway.opcua.events import EventTypes, create_event_types
@@ -446,7 +446,8 @@ class OpcUaServer:
                 return await parent.add_variable(node_id(ns, f"{p}/{name}"), ua.QualifiedName(name, ns), value, vtype)
 
             await var(obj, path, "Kind", station.kind, ua.VariantType.String)
-            await var(obj, path, "Groups", list(station.groups), ua.VariantType.String)
+            groups = await var(obj, path, "Groups", list(station.groups), ua.VariantType.String)
+            await _one_dimension(groups)
             state = await var(obj, path, "State", "idle", ua.VariantType.String)
             pallet = await var(obj, path, "Pallet", "", ua.VariantType.String)
             instruction = await var(obj, path, "LoadInstruction", "", ua.VariantType.String)
@@ -489,7 +490,7 @@ class OpcUaServer:
 
     async def _call(self, method: Method, station: str, variants: Sequence[Any]) -> Any:
         user = current_user()
-        event_id = _first_text(variants)
+        event_id = _first_text(variants) if method.inputs and method.inputs[0] is EVENT_ID else ""
         if not self._allowed(user, method, station):
             why = f"user {user.name!r} ({', '.join(sorted(user.roles)) or 'no roles'}) may not call {method.name}"
             if method.station_scoped and "plc" in user.roles:
@@ -503,16 +504,15 @@ class OpcUaServer:
         built = method.build(station, parsed)
         if isinstance(built, str):
             await self._refuse_unstored(Reason.INVALID_ARGUMENT, built, method, station, event_id)
-            return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadInvalidArgument))
+            return _invalid_argument(method, built)
         try:
             answer = await self.writer.submit(built, user.name)
         except StoreUnavailable as exc:
             log.error("report_not_stored", method=method.name, station=station, event_id=event_id, error=str(exc))
             return ua.StatusCode(STORE_UNAVAILABLE)
         if not answer.ok:
+            # Its RejectionEventType is raised by on_commit, a reused EventId's too (not stored, but in the batch).
             assert answer.reason is not None
-            if answer.reason is Reason.DUPLICATE_EVENT_ID:  # not stored, so not published after commit
-                await self._refuse_unstored(answer.reason, answer.message, method, station, event_id)
             return ua.CallMethodResult(StatusCode=status_of(answer.reason))
         return [
             ua.Variant(_output(answer.outputs.get(arg.name)), arg.variant_type, is_array=arg.is_array)
@@ -657,6 +657,7 @@ class OpcUaServer:
                 nodes[name] = await obj.add_variable(
                     node_id(ns, f"{path}/{name}"), ua.QualifiedName(name, ns), initial, vtype
                 )
+            await _one_dimension(nodes["Routing"])
             self.space.jobs[job.id] = nodes
         for name, vtype in JOB_VARIABLES:
             if values[name] is not None:
@@ -691,7 +692,8 @@ class OpcUaServer:
                 fields.update({k: v for k, v in named.items() if v})
                 await self.events.raise_event("AnomalyEventType", flag.message, fields, severity=300)
             for event in item.events:
-                if isinstance(event, JobStateChanged):
+                if isinstance(event, JobStateChanged) and event.to_state is not JobState.CREATED:
+                    # a Created job is invisible to the shop floor, in events as in the address space
                     await self.events.raise_event(
                         "JobStateChangedEventType",
                         f"job {event.job}: {event.from_state or 'new'} -> {event.to_state} ({event.reason})",
@@ -721,6 +723,21 @@ class OpcUaServer:
                         },
                         severity=700,
                     )
+
+
+async def _one_dimension(node: Node) -> None:
+    """Declare a String[] variable as one-dimensional (asyncua leaves ValueRank 0 for a list)."""
+    await node.write_value_rank(1)
+    await node.write_array_dimensions([0])
+
+
+def _invalid_argument(method: Method, refusal: str) -> ua.CallMethodResult:
+    """BadInvalidArgument with per-argument results: the argument a build refusal names ("Quantity: ...")."""
+    named = refusal.partition(":")[0]
+    bad, good = ua.StatusCode(ua.StatusCodes.BadInvalidArgument), ua.StatusCode(ua.StatusCodes.Good)
+    return ua.CallMethodResult(
+        StatusCode=bad, InputArgumentResults=[bad if arg.name == named else good for arg in method.inputs]
+    )
 
 
 def _first_text(variants: Sequence[Any]) -> str:

@@ -147,7 +147,9 @@ class JobBook:
 
     def create_template(self, part: str, revision: str, operations: Sequence[str], at: datetime) -> RoutingTemplate:
         _require_text(part=part, revision=revision)
-        steps = self.layout.resolve(operations)
+        return self._new_template(part, revision, self.layout.resolve(operations), at)
+
+    def _new_template(self, part: str, revision: str, steps: Routing, at: datetime) -> RoutingTemplate:
         spec = self._spec(part, revision)
         spec.template_versions += 1
         template = RoutingTemplate(
@@ -221,9 +223,12 @@ class JobBook:
         return template
 
     def promote_routing(self, job_id: str, at: datetime) -> RoutingTemplate:
-        """A job's routing becomes a new Draft template of its part revision, ready for approval."""
+        """A job's routing becomes a new Draft template of its part revision, ready for approval.
+
+        The job's own snapshot is copied, step for step, even if the process configuration changed since.
+        """
         job = self.job(job_id)
-        return self.create_template(job.part, job.revision, [s.operation for s in job.routing], at)
+        return self._new_template(job.part, job.revision, job.routing, at)
 
     # ------------------------------------------------------------------ jobs
     def _next_job_id(self) -> str:
@@ -557,9 +562,16 @@ class JobBook:
         unit.status = UnitStatus.IN_STEP
         unit.station = station
         unit.entered_at = at
-        unit.last_activity = at
+        self._active(unit, at)
         self.dirty.units.add(serial)
         return unit
+
+    def _active(self, unit: Unit, at: datetime) -> None:
+        """Activity on a unit: its idle time restarts, and an open Lost Audit is answered: it was found."""
+        unit.last_activity = at
+        if unit.audit_flagged:
+            unit.audit_flagged = False
+            self.events.append(LostAuditResolved(unit.serial, unit.job_id, "found", "cell", at))
 
     def _check_route(self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None) -> Step:
         info = self.layout.station(station)
@@ -630,7 +642,7 @@ class JobBook:
         unit.status = UnitStatus.WAITING
         unit.station = ""
         unit.entered_at = None
-        unit.last_activity = at
+        self._active(unit, at)
         if passed:
             unit.next_step += 1
             unit.failed_attempts = 0

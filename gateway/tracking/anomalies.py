@@ -20,7 +20,7 @@ class Anomaly(StrEnum):
     UNIT_OFF_ROUTE = "UnitOffRoute"  # a unit taken off a pallet before the step that station serves
     PROGRAM_MISMATCH = "ProgramMismatch"  # a cycle ended with another program than it started with
     UNIT_NOT_IN_WIP = "UnitNotInWip"  # a fact about a unit that is finished or scrapped
-    JOB_NOT_ACTIVE = "JobNotActive"  # a fact for a unit of a job on hold or closed
+    STATION_MISMATCH = "StationMismatch"  # a scan out at another station than the scan in
 
 
 @dataclass(frozen=True, slots=True)

@@ -474,6 +474,16 @@ class CellTracker:
         extra: tuple[str, ...] = ()
         if unit.status is UnitStatus.IN_STEP:
             elapsed = self._duration(unit.entered_at, at, f"{unit.serial}'s step at {unit.station}", flags)
+            if unit.station != report.station:
+                flags.append(
+                    Flag(
+                        Anomaly.STATION_MISMATCH,
+                        f"scan out of {unit.serial} at {report.station}, scanned in at {unit.station}: "
+                        "the step is closed where it was opened",
+                        serial=unit.serial,
+                        job=unit.job_id,
+                    )
+                )
         else:
             elapsed = None
             extra = (Anomaly.END_WITHOUT_START.value,)

@@ -95,3 +95,16 @@ def test_audit_resolutions_that_do_not_apply_are_refused() -> None:
     refused(book, Reason.NOT_FOUND, book.resolve_audit, "S404", "lost", "auditor", at(days=31))
     book.resolve_audit("S1", "found", "auditor", at(days=32))
     refused(book, Reason.INVALID_TRANSITION, book.resolve_audit, "S1", "lost", "auditor", at(days=32))
+
+
+def test_a_flagged_unit_that_moves_again_is_found_by_that_activity() -> None:
+    book = make_book()
+    floor(book)
+    book.flag_stale(at(days=31), THIRTY_DAYS)
+    assert book.unit("S1").audit_flagged
+    pass_step(book, "S1", at(days=33), 5.0)
+    unit = book.unit("S1")
+    assert not unit.audit_flagged
+    assert unit.last_activity == at(days=33)
+    assert LostAuditResolved("S1", "WO-1", "found", "cell", at(days=33)) in book.events
+    assert book.flag_stale(at(days=40), THIRTY_DAYS) == []

@@ -289,3 +289,16 @@ def test_without_the_requirement_an_automatic_part_releases() -> None:
     book.release(job.id, "manager", T0)
     assert job.state.value == "Released"
     assert job.routing == PROCESS
+
+
+def test_promote_copies_the_jobs_own_snapshot_even_after_the_process_changed() -> None:
+    from gateway.jobs.book import NewJob
+
+    book = make_book()
+    job = book.create_job(NewJob("P-9", "A", 5), at(0), "planner")
+    steps = job.routing
+    # the integrator re-times every operation afterwards
+    book.layout = make_layout(tuple(dataclasses.replace(s, expected_seconds=1.0) for s in PROCESS))
+    template = book.promote_routing(job.id, at(1))
+    assert template.steps == steps
+    assert template.steps[1].expected_seconds != 1.0

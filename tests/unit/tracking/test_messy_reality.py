@@ -258,3 +258,15 @@ def test_a_scan_out_for_a_finished_unit_changes_nothing() -> None:
     assert anomalies(outcome) == [Anomaly.UNIT_NOT_IN_WIP]
     assert sim.book.units[serial].cost == before
     assert sim.book.jobs[job].finished == 1
+
+
+def test_a_scan_out_at_another_station_than_the_scan_in_is_flagged() -> None:
+    sim = Sim()
+    job = sim.job(operations=("OP50",))
+    from gateway.tracking.reports import StartUnit
+
+    serial = sim.apply(StartUnit("C1", sim.eid(), None, job, "")).outputs["Serial"]
+    outcome = sim.apply(ScanOut("L1", sim.eid(), None, serial, ScanResult.PASS), after=120)
+    assert anomalies(outcome) == [Anomaly.STATION_MISMATCH]
+    assert sim.book.units[serial].status is UnitStatus.FINISHED
+    assert sim.book.units[serial].cost.elapsed_labor == 120

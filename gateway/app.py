@@ -1,14 +1,16 @@
 """Wiring: config, store, writer and OPC UA server under one TaskGroup.
 
 ``Gateway.run`` is the whole life of the service: open and migrate the store, load the cell's state,
-start the writer and the stale-WIP sweeper, serve OPC UA until told to stop, then shut down in reverse
-order within ``server.shutdown_grace_seconds``. ``running_gateway`` runs it in-process for tests.
+start the writer and the stale-WIP sweeper, serve OPC UA and HTTP (the ERP API, when
+``server.http_port`` is not 0) until told to stop, then shut down in reverse order within
+``server.shutdown_grace_seconds``. ``running_gateway`` runs it in-process for tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.bootstrap import build_model
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
+from gateway.http.server import HttpServer
 from gateway.jobs.commands import FlagStaleUnits
 from gateway.logging import get_logger
 from gateway.opcua.server import OpcUaServer
@@ -38,6 +41,7 @@ class Gateway:
         self.engine: AsyncEngine = create_engine(config.database.url, synchronous=config.database.synchronous)
         self.writer = Writer(self.engine, lambda: build_model(config), self.clock)
         self.opcua = OpcUaServer(config, self.writer)
+        self.http = HttpServer(config, self.writer, self.engine) if config.server.http_port else None
         self.ready = asyncio.Event()
 
     @property
@@ -46,31 +50,43 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        http_socket: socket.socket | None = None
         try:
             before, after = await upgrade(self.engine)
             if before != after:
                 log.info("database_migrated", url=safe_url(self.config.database.url), before=before, after=after)
             await self.writer.load()
+            http_socket = await self.http.bind() if self.http is not None else None
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.writer.run(), name="writer")
                 await self.opcua.start()
+                http: asyncio.Task[None] | None = None
+                if self.http is not None and http_socket is not None:
+                    http = tasks.create_task(self.http.serve(http_socket), name="http")
+                    await self.http.listening()
                 sweeper = tasks.create_task(self._sweep_forever(), name="stale-wip-sweeper")
                 self.ready.set()
                 await stop.wait()
                 stopping = loop.time()
                 sweeper.cancel()
-                await self._stop_serving()
+                await self._stop_serving(http)
                 writer.cancel()
             log.info("gateway_stopped", seconds=round(loop.time() - stopping, 3))
         finally:
+            if http_socket is not None:
+                http_socket.close()
             await self.engine.dispose()
 
-    async def _stop_serving(self) -> None:
+    async def _stop_serving(self, http: asyncio.Task[None] | None = None) -> None:
         """Stop taking calls, then let the writer commit what it already took, within the grace."""
         grace = self.config.server.shutdown_grace_seconds
         try:
             async with asyncio.timeout(grace):
+                if self.http is not None:
+                    self.http.stop()
                 await self.opcua.stop()
+                if http is not None:
+                    await http  # requests in flight finish: their commands are answered by the writer
                 await self.writer.wait_idle()
         except TimeoutError:
             log.error("gateway_stop_timed_out", grace_seconds=grace, queued=self.writer.queue_depth)
@@ -134,6 +150,7 @@ async def serve(config: CellConfig) -> None:
             "gateway_started",
             cell=config.cell.name,
             endpoint=config.server.endpoint,
+            http=gateway.http.url if gateway.http is not None else "off",
             database=safe_url(config.database.url),
             profile=config.server.security_profile,
             seconds=round(loop.time() - started, 3),

@@ -8,8 +8,14 @@ from gateway.config import CellConfig
 from gateway.jobs.book import JobBook
 from gateway.jobs.layout import CellLayout, StationInfo
 from gateway.jobs.model import Step, StepKind
+from gateway.orders.commands import ORDER_COMMAND_TYPES
+from gateway.orders.model import OrderBook
+from gateway.service.replay import EXTRA_COMMAND_TYPES
 from gateway.tracking.cell import CellTracker, TrackingRules
 from gateway.tracking.model import CellModel
+
+# The orders commands are logged like job commands; a replay of the log must know them.
+EXTRA_COMMAND_TYPES.update(ORDER_COMMAND_TYPES)
 
 
 def layout_from(config: CellConfig) -> CellLayout:
@@ -40,4 +46,9 @@ def build_model(config: CellConfig) -> CellModel:
         source_time_tolerance=timedelta(seconds=config.cell.source_time_tolerance_seconds),
         units_per_pallet=config.cell.units_per_pallet,
     )
-    return CellModel(book, CellTracker(book, rules))
+    return CellModel(
+        book,
+        CellTracker(book, rules),
+        OrderBook(),
+        assign_workorder_at_unload=config.cell.assign_workorder_at_unload,
+    )

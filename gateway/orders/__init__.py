@@ -17,6 +17,7 @@ from gateway.orders.model import (
     AuditEntry,
     Booking,
     OrderBook,
+    OrderChanges,
     Workorder,
     extra_booking_id,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "CostReport",
     "DailySchedule",
     "OrderBook",
+    "OrderChanges",
     "OverrunFinding",
     "OverrunKind",
     "TimeKind",

@@ -93,6 +93,23 @@ class AuditEntry:
     after: Mapping[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class OrderChanges:
+    """What an :class:`OrderBook` changed since its last drain. A booking id that is no longer in the
+    book was removed; ``table`` says the scheduled-parts-without-bookings table changed.
+    """
+
+    bookings: frozenset[str] = frozenset()
+    workorders: frozenset[str] = frozenset()
+    table: bool = False
+    schedules: tuple[str, ...] = ()
+    audit: tuple[AuditEntry, ...] = ()
+    generated: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.bookings or self.workorders or self.table or self.schedules or self.audit)
+
+
 _EXTRA_SUFFIX = re.compile(r"-extra(\d*)$")
 
 
@@ -112,6 +129,48 @@ class OrderBook:
         self._schedules: dict[str, DailySchedule] = {}
         self._audit: list[AuditEntry] = []
         self._generated = 0
+        # What changed since the last drain(), for the writer to save in the same transaction.
+        self._dirty_bookings: set[str] = set()
+        self._dirty_workorders: set[str] = set()
+        self._dirty_table = False
+        self._new_schedules: list[str] = []
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        bookings: Iterable[Booking],
+        workorders: Iterable[Workorder],
+        scheduled_without_bookings: Mapping[str, int],
+        schedules: Iterable[DailySchedule],
+        generated: int = 0,
+    ) -> OrderBook:
+        """A book filled with stored state (the store's ``load_model``); the audit trail stays stored."""
+        book = cls()
+        book._bookings = {b.id: b for b in bookings}
+        book._workorders = {w.id: w for w in workorders}
+        book._without_bookings = {p: q for p, q in scheduled_without_bookings.items() if q > 0}
+        book._schedules = {s.id: s for s in schedules}
+        book._serial_owner = {s: w.id for w in book._workorders.values() for s in w.all_serials}
+        book._generated = generated
+        return book
+
+    def drain(self) -> OrderChanges:
+        """What changed since the last drain; the audit entries drained are no longer held in memory."""
+        changes = OrderChanges(
+            bookings=frozenset(self._dirty_bookings),
+            workorders=frozenset(self._dirty_workorders),
+            table=self._dirty_table,
+            schedules=tuple(self._new_schedules),
+            audit=tuple(self._audit),
+            generated=self._generated,
+        )
+        self._dirty_bookings.clear()
+        self._dirty_workorders.clear()
+        self._dirty_table = False
+        self._new_schedules.clear()
+        self._audit.clear()
+        return changes
 
     # ------------------------------------------------------------------ queries
 
@@ -151,7 +210,14 @@ class OrderBook:
 
     @property
     def audit(self) -> tuple[AuditEntry, ...]:
+        """Audit entries since the last :meth:`drain` (the writer stores them as they are drained)."""
         return tuple(self._audit)
+
+    def schedule(self, schedule_id: str) -> DailySchedule:
+        try:
+            return self._schedules[schedule_id]
+        except KeyError:
+            raise Refused(Reason.NOT_FOUND, f"no schedule {schedule_id!r}") from None
 
     @property
     def schedules(self) -> tuple[DailySchedule, ...]:
@@ -179,8 +245,8 @@ class OrderBook:
             raise Refused(Reason.DUPLICATE_ID, f"order {order_id!r} already exists")
         booking = Booking(order_id, due, priority, clean, casting)
         workorder = Workorder(order_id, due, priority, dict(clean))
-        self._bookings[order_id] = booking
-        self._workorders[order_id] = workorder
+        self._put_booking(booking)
+        self._put_workorder(workorder)
         return booking, workorder
 
     def update_order(
@@ -218,13 +284,13 @@ class OrderBook:
 
         for action, before, after in writes:
             if after.parts:
-                self._bookings[after.id] = after
+                self._put_booking(after)
             else:
-                del self._bookings[after.id]
+                self._drop_booking(after.id)
                 action = AuditAction.BOOKING_REMOVED
             self._record(at, actor, action, after.id, reason, before.parts if before else {}, after.parts)
         if workorder_changes:
-            self._workorders[order_id] = replace(workorder, parts=dict(new))
+            self._put_workorder(replace(workorder, parts=dict(new)))
             self._record(at, actor, AuditAction.WORKORDER_EDITED, order_id, reason, workorder.parts, new)
         return [after for _, _, after in writes if after.parts]
 
@@ -319,11 +385,11 @@ class OrderBook:
         if qtys == dict(booking.parts):
             return booking
         if not qtys:
-            del self._bookings[booking_id]
+            self._drop_booking(booking_id)
             self._record(at, actor, AuditAction.BOOKING_REMOVED, booking_id, reason, booking.parts, {})
             return None
         edited = replace(booking, parts=qtys)
-        self._bookings[booking_id] = edited
+        self._put_booking(edited)
         self._record(at, actor, AuditAction.BOOKING_EDITED, booking_id, reason, booking.parts, qtys)
         return edited
 
@@ -339,6 +405,7 @@ class OrderBook:
             del self._without_bookings[part]
         else:
             self._without_bookings[part] = quantity
+        self._dirty_table = True
         self._record(
             at,
             actor,
@@ -368,7 +435,7 @@ class OrderBook:
             return workorder
         self._check_workorder_editable(workorder, qtys)
         edited = replace(workorder, parts=qtys)
-        self._workorders[workorder_id] = edited
+        self._put_workorder(edited)
         self._record(at, actor, AuditAction.WORKORDER_EDITED, workorder_id, reason, workorder.parts, qtys)
         return edited
 
@@ -393,7 +460,7 @@ class OrderBook:
         _check_priority(priority)
         booking_id = self._generate_id(f"{replaces or part}-repl")
         booking = Booking(booking_id, due, priority, {part: quantity}, casting)
-        self._bookings[booking_id] = booking
+        self._put_booking(booking)
         self._record(at, actor, AuditAction.REPLACEMENT_BOOKING, booking_id, reason, {}, booking.parts)
         return booking
 
@@ -422,7 +489,7 @@ class OrderBook:
         _check_priority(priority)
         booking_id = self._generate_id(f"{job_id}-backout")
         booking = Booking(booking_id, due, priority, {part: quantity}, casting)
-        self._bookings[booking_id] = booking
+        self._put_booking(booking)
         self._record(at, actor, AuditAction.JOB_BACKED_OUT, booking_id, reason, {}, booking.parts)
         return booking
 
@@ -439,9 +506,11 @@ class OrderBook:
             if booking.scheduled:
                 raise Refused(Reason.INVALID_TRANSITION, f"booking {booking_id!r} is already scheduled")
         for booking_id in schedule.bookings_scheduled:
-            self._bookings[booking_id] = replace(self._bookings[booking_id], scheduled=True)
+            self._put_booking(replace(self._bookings[booking_id], scheduled=True))
         self._without_bookings = {p: q for p, q in schedule.scheduled_without_bookings.items() if q > 0}
         self._schedules[schedule.id] = schedule
+        self._dirty_table = True
+        self._new_schedules.append(schedule.id)
 
     # ------------------------------------------------------------------ filling
 
@@ -463,7 +532,7 @@ class OrderBook:
         updated = replace(workorder, serials=serials)
         if updated.complete:
             updated = replace(updated, filled=True, filled_at=at)
-        self._workorders[workorder.id] = updated
+        self._put_workorder(updated)
         self._serial_owner[serial] = workorder.id
         return workorder.id
 
@@ -508,7 +577,7 @@ class OrderBook:
             serials.setdefault(part, []).append(serial)
             self._serial_owner[serial] = workorder_id
         updated = replace(workorder, serials={p: tuple(s) for p, s in serials.items()})
-        self._workorders[workorder_id] = updated
+        self._put_workorder(updated)
         self._record(
             at,
             actor,
@@ -531,7 +600,7 @@ class OrderBook:
             raise Refused(Reason.ORDER_FULFILLED, f"workorder {workorder_id!r} is already filled")
         serials = {p: tuple(s for s in ss if s != serial) for p, ss in workorder.serials.items()}
         updated = replace(workorder, serials={p: ss for p, ss in serials.items() if ss})
-        self._workorders[workorder_id] = updated
+        self._put_workorder(updated)
         del self._serial_owner[serial]
         self._record(
             at,
@@ -552,7 +621,7 @@ class OrderBook:
         if workorder.filled:
             raise Refused(Reason.ORDER_FULFILLED, f"workorder {workorder_id!r} is already filled")
         updated = replace(workorder, filled=True, filled_at=at)
-        self._workorders[workorder_id] = updated
+        self._put_workorder(updated)
         counts = _serial_counts(workorder)
         self._record(at, actor, AuditAction.WORKORDER_MARKED_FILLED, workorder_id, reason, counts, counts)
         return updated
@@ -574,6 +643,18 @@ class OrderBook:
         owner = self._serial_owner.get(serial)
         if owner is not None:
             raise Refused(Reason.DUPLICATE_SERIAL, f"serial {serial!r} is already in workorder {owner!r}")
+
+    def _put_booking(self, booking: Booking) -> None:
+        self._bookings[booking.id] = booking
+        self._dirty_bookings.add(booking.id)
+
+    def _drop_booking(self, booking_id: str) -> None:
+        del self._bookings[booking_id]
+        self._dirty_bookings.add(booking_id)
+
+    def _put_workorder(self, workorder: Workorder) -> None:
+        self._workorders[workorder.id] = workorder
+        self._dirty_workorders.add(workorder.id)
 
     def _generate_id(self, prefix: str) -> str:
         while True:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from gateway.errors import Reason, Refused
@@ -45,6 +45,10 @@ class DailySchedule:
     scheduled_without_bookings: Mapping[str, int]
     demand: Mapping[str, int]
     parts_without_routing: tuple[str, ...] = ()
+    # Filled in by whoever creates the jobs (gateway/orders/commands.py): part -> job id, and the
+    # horizon the bookings were read with (None: every unscheduled booking).
+    job_ids: Mapping[str, str] = field(default_factory=dict)
+    due_before: date | None = None
 
 
 def make_schedule(

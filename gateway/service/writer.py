@@ -219,7 +219,7 @@ class Writer:
             self._remember(key, pending.command, answer)
             new_keys.append(key)
             self._collect(events, counter, history)
-            self._merge_dirty(dirty)
+            self._merge_dirty(dirty, counter)
             applied.append((pending, Applied(pending.command, pending.actor, answer, events)))
         started = asyncio.get_running_loop().time()
         try:
@@ -362,8 +362,9 @@ class Writer:
             if found is not None:
                 history[found[0]].append(found[1])
 
-    def _merge_dirty(self, dirty: DirtySet) -> None:
+    def _merge_dirty(self, dirty: DirtySet, counter: int) -> None:
         changes = self.model.drain()
+        dirty.orders.merge(changes.orders, counter)
         dirty.specs |= changes.specs
         dirty.templates |= changes.templates
         dirty.jobs |= changes.jobs

@@ -12,7 +12,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -214,3 +216,127 @@ stations = Table(
     Column("cycle_started_at", UtcDateTime, nullable=True),
     Column("cycle_serials", JSON, nullable=True),
 )
+
+# ============================================================================================ orders
+# The ERP boundary (seed 001, "Appendix: ERP Tables"): bookings and their parts, the scheduled parts
+# without bookings, workorders and their parts, then the result tables: daily schedules with their
+# lines, the serials filled into workorders, the cost report of each filled workorder, and the audit
+# trail of every manual edit. Written by the writer in the same transaction as the command.
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("booking_id", String(128), primary_key=True),
+    Column("due_date", Date, nullable=False),
+    Column("priority", Integer, nullable=False),  # larger = more urgent
+    Column("scheduled", Boolean, nullable=False),
+)
+# The main query: unscheduled bookings due before a date.
+Index("ix_bookings_scheduled_due_date", bookings.c.scheduled, bookings.c.due_date)
+
+booking_parts = Table(
+    "booking_parts",
+    metadata,
+    Column("booking_id", String(128), ForeignKey("bookings.booking_id", ondelete="CASCADE"), nullable=False),
+    Column("part_name", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("casting", String(64), nullable=False),
+    PrimaryKeyConstraint("booking_id", "part_name"),
+)
+
+scheduled_parts_without_bookings = Table(
+    "scheduled_parts_without_bookings",
+    metadata,
+    Column("part_name", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+)
+
+workorders = Table(
+    "workorders",
+    metadata,
+    Column("workorder_id", String(64), primary_key=True),
+    Column("due_date", Date, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("filled", Boolean, nullable=False),
+    Column("filled_at", UtcDateTime, nullable=True),
+)
+Index("ix_workorders_filled_due_date", workorders.c.filled, workorders.c.due_date)
+
+# ``filled`` repeats the workorder's flag so that "unfilled workorders for a part" is one index lookup
+# (the appendix's (Filled, PartName) index); the writer keeps the two in step.
+workorder_parts = Table(
+    "workorder_parts",
+    metadata,
+    Column("workorder_id", String(64), ForeignKey("workorders.workorder_id", ondelete="CASCADE"), nullable=False),
+    Column("part_name", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("filled", Boolean, nullable=False),
+    PrimaryKeyConstraint("workorder_id", "part_name"),
+)
+Index("ix_workorder_parts_filled_part_name", workorder_parts.c.filled, workorder_parts.c.part_name)
+
+# A serial is in at most one workorder: the primary key says so.
+workorder_serials = Table(
+    "workorder_serials",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("workorder_id", String(64), ForeignKey("workorders.workorder_id", ondelete="CASCADE"), nullable=False),
+    Column("part_name", String(64), nullable=False),
+    Column("position", Integer, nullable=False),  # order of assignment within the workorder's part
+)
+Index("ix_workorder_serials_workorder_id", workorder_serials.c.workorder_id)
+
+# The cost report of a filled workorder, as sent to the ERP: elapsed and expected kept apart.
+workorder_results = Table(
+    "workorder_results",
+    metadata,
+    Column("workorder_id", String(64), ForeignKey("workorders.workorder_id"), primary_key=True),
+    Column("filled_at", UtcDateTime, nullable=False),
+    Column("serials", Integer, nullable=False),
+    Column("elapsed_labor_s", Float, nullable=False),
+    Column("expected_labor_s", Float, nullable=False),
+    Column("elapsed_machining_s", Float, nullable=False),
+    Column("program_cycle_s", Float, nullable=False),
+    Column("unknown", JSON, nullable=False),  # time kind -> units whose time was unknown
+    Column("by_part", JSON, nullable=False),  # part -> the same sums
+)
+Index("ix_workorder_results_filled_at", workorder_results.c.filled_at)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("schedule_id", String(64), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expected_hours", Float, nullable=False),
+    Column("due_before", Date, nullable=True),
+    Column("bookings_scheduled", JSON, nullable=False),  # booking ids marked scheduled, in order
+    Column("scheduled_without_bookings", JSON, nullable=False),  # the new table: part -> quantity
+    Column("parts_without_routing", JSON, nullable=False),
+)
+Index("ix_schedules_created_at", schedules.c.created_at)
+
+schedule_lines = Table(
+    "schedule_lines",
+    metadata,
+    Column("schedule_id", String(64), ForeignKey("schedules.schedule_id"), nullable=False),
+    Column("part_name", String(64), nullable=False),
+    Column("demand", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),  # the job's quantity; 0 = demand, but nothing fit
+    Column("job_id", String(64), nullable=True),
+    PrimaryKeyConstraint("schedule_id", "part_name"),
+)
+
+order_audit = Table(
+    "order_audit",
+    metadata,
+    Column("id", Counter, primary_key=True, autoincrement=True),
+    Column("event_counter", Counter, nullable=True),  # the log entry that caused it
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("before", JSON, nullable=False),
+    Column("after", JSON, nullable=False),
+)
+Index("ix_order_audit_subject", order_audit.c.subject)

@@ -8,13 +8,15 @@ so no SQLite-only SQL is needed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy import Table, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.orders.model import AuditEntry, OrderBook, OrderChanges
+from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.tracking.model import CellModel
@@ -75,6 +77,8 @@ async def save_batch(
     await upsert(conn, S.stations, [R.station_row(tracker.stations[k]) for k in dirty.stations])
     if dirty.serial_seq is not None:
         await upsert(conn, S.gateway_meta, [{"key": "serial_seq", "value": str(dirty.serial_seq)}])
+    if dirty.orders:
+        await _save_orders(conn, model, dirty.orders)
 
 
 @dataclass(slots=True)
@@ -88,6 +92,7 @@ class DirtySet:
     pallets: set[str]
     stations: set[str]
     serial_seq: int | None = None
+    orders: OrderDirty = field(default_factory=lambda: OrderDirty())
 
     @classmethod
     def empty(cls) -> DirtySet:
@@ -95,8 +100,125 @@ class DirtySet:
 
     def __bool__(self) -> bool:
         return bool(self.specs or self.templates or self.jobs or self.units or self.pallets or self.stations) or (
-            self.serial_seq is not None
+            self.serial_seq is not None or bool(self.orders)
         )
+
+
+@dataclass(slots=True)
+class OrderDirty:
+    """Orders changed over a whole batch; audit entries with the log position of their command."""
+
+    bookings: set[str] = field(default_factory=set)
+    workorders: set[str] = field(default_factory=set)
+    table: bool = False
+    schedules: list[str] = field(default_factory=list)
+    audit: list[tuple[AuditEntry, int | None]] = field(default_factory=list)
+    generated: int | None = None
+
+    def merge(self, changes: OrderChanges, counter: int | None = None) -> None:
+        if not changes:
+            return
+        self.bookings |= changes.bookings
+        self.workorders |= changes.workorders
+        self.table = self.table or changes.table
+        self.schedules.extend(changes.schedules)
+        self.audit.extend((entry, counter) for entry in changes.audit)
+        self.generated = changes.generated
+
+    def __bool__(self) -> bool:
+        return bool(self.bookings or self.workorders or self.table or self.schedules or self.audit)
+
+
+async def _save_orders(conn: AsyncConnection, model: CellModel, dirty: OrderDirty) -> None:
+    """Rows of the changed bookings, workorders and table, new schedules and audit entries.
+
+    A changed booking or workorder has its part (and serial) rows replaced: all deletions run before
+    any insert, so a serial that moved between two workorders in one batch never collides with itself.
+    """
+    orders = model.orders
+    bookings = sorted(dirty.bookings)
+    workorders = sorted(dirty.workorders)
+    for chunk in _chunks(bookings):
+        await conn.execute(delete(S.booking_parts).where(S.booking_parts.c.booking_id.in_(chunk)))
+    for chunk in _chunks(workorders):
+        await conn.execute(delete(S.workorder_serials).where(S.workorder_serials.c.workorder_id.in_(chunk)))
+        await conn.execute(delete(S.workorder_parts).where(S.workorder_parts.c.workorder_id.in_(chunk)))
+    present = {b.id: b for b in orders.bookings if b.id in dirty.bookings}
+    removed = [b for b in bookings if b not in present]
+    for chunk in _chunks(removed):
+        await conn.execute(delete(S.bookings).where(S.bookings.c.booking_id.in_(chunk)))
+    await upsert(conn, S.bookings, [O.booking_row(b) for b in present.values()])
+    part_rows = [row for b in present.values() for row in O.booking_part_rows(b)]
+    if part_rows:
+        await conn.execute(S.booking_parts.insert(), part_rows)
+    changed = [orders.workorder(w) for w in workorders]
+    await upsert(conn, S.workorders, [O.workorder_row(w) for w in changed])
+    rows = [row for w in changed for row in O.workorder_part_rows(w)]
+    if rows:
+        await conn.execute(S.workorder_parts.insert(), rows)
+    rows = [row for w in changed for row in O.workorder_serial_rows(w)]
+    if rows:
+        await conn.execute(S.workorder_serials.insert(), rows)
+    # The cost report is taken when a workorder is filled; a filled workorder never changes again.
+    await upsert(conn, S.workorder_results, [O.result_row(O.report_for(w, model.book)) for w in changed if w.filled])
+    if dirty.table:
+        await conn.execute(delete(S.scheduled_parts_without_bookings))
+        table = orders.scheduled_without_bookings
+        if table:
+            await conn.execute(
+                S.scheduled_parts_without_bookings.insert(),
+                [{"part_name": p, "quantity": q} for p, q in sorted(table.items())],
+            )
+    for schedule_id in dirty.schedules:
+        schedule = orders.schedule(schedule_id)
+        await conn.execute(S.schedules.insert(), [O.schedule_row(schedule)])
+        lines = O.schedule_line_rows(schedule)
+        if lines:
+            await conn.execute(S.schedule_lines.insert(), lines)
+    if dirty.audit:
+        await conn.execute(S.order_audit.insert(), [O.audit_row(entry, counter) for entry, counter in dirty.audit])
+    if dirty.generated is not None:
+        await upsert(conn, S.gateway_meta, [{"key": "orders_generated", "value": str(dirty.generated)}])
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+async def _load_orders(conn: AsyncConnection) -> OrderBook:
+    parts: dict[str, list[Any]] = {}
+    for row in await conn.execute(select(S.booking_parts).order_by(S.booking_parts.c.part_name)):
+        parts.setdefault(row.booking_id, []).append(row)
+    bookings = [O.booking_from(row, parts.get(row.booking_id, ())) for row in await conn.execute(select(S.bookings))]
+    wo_parts: dict[str, list[Any]] = {}
+    for row in await conn.execute(select(S.workorder_parts).order_by(S.workorder_parts.c.part_name)):
+        wo_parts.setdefault(row.workorder_id, []).append(row)
+    serials: dict[str, list[Any]] = {}
+    for row in await conn.execute(select(S.workorder_serials)):
+        serials.setdefault(row.workorder_id, []).append(row)
+    workorders = [
+        O.workorder_from(row, wo_parts.get(row.workorder_id, ()), serials.get(row.workorder_id, ()))
+        for row in await conn.execute(select(S.workorders))
+    ]
+    lines: dict[str, list[Any]] = {}
+    for row in await conn.execute(select(S.schedule_lines).order_by(S.schedule_lines.c.part_name)):
+        lines.setdefault(row.schedule_id, []).append(row)
+    schedules = [
+        O.schedule_from(row, lines.get(row.schedule_id, ()))
+        for row in await conn.execute(select(S.schedules).order_by(S.schedules.c.created_at))
+    ]
+    table = {row.part_name: row.quantity for row in await conn.execute(select(S.scheduled_parts_without_bookings))}
+    generated = (
+        await conn.execute(select(S.gateway_meta.c.value).where(S.gateway_meta.c.key == "orders_generated"))
+    ).scalar()
+    return OrderBook.restore(
+        bookings=bookings,
+        workorders=workorders,
+        scheduled_without_bookings=table,
+        schedules=schedules,
+        generated=int(generated) if generated is not None else 0,
+    )
 
 
 async def load_model(conn: AsyncConnection, model: CellModel) -> None:
@@ -123,6 +245,7 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
             tracker.stations[row.id] = R.station_from(row)
     seq = (await conn.execute(select(S.gateway_meta.c.value).where(S.gateway_meta.c.key == "serial_seq"))).scalar()
     tracker.serial_seq = int(seq) if seq is not None else 0
+    model.orders = await _load_orders(conn)
     model.drain()
 
 

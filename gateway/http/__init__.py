@@ -1,0 +1,1 @@
+"""The HTTP/JSON adapter for the ERP: FastAPI app, HTTP Basic auth, problem details, the uvicorn server."""

@@ -1,0 +1,271 @@
+"""Request and response bodies of the ERP API (the OpenAPI description is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+
+def _storable(value: str) -> str:
+    # JSON may carry lone surrogates and NUL characters; neither can be stored (nor logged) as text.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Storable = AfterValidator(_storable)
+
+# Ids travel in URLs and log lines: letters, digits and . _ : - only, starting with a letter or digit.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+PartName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+Serial = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$"), Storable]
+Text = Annotated[str, StringConstraints(max_length=500), Storable]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Storable]
+Casting = Annotated[str, StringConstraints(max_length=64), Storable]
+Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="larger = more urgent")]
+Parts = Annotated[
+    dict[PartName, Quantity],
+    Field(min_length=1, max_length=100),
+    # One schema for the keys (propertyNames) rather than pydantic's patternProperties, which would let
+    # a client read any other key as allowed.
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "part name -> quantity",
+            "minProperties": 1,
+            "maxProperties": 100,
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN},
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        }
+    ),
+]
+
+T = TypeVar("T")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ------------------------------------------------------------------------------------------ requests
+class OrderIn(_In):
+    """A new order: it becomes a booking and a workorder with this id, due date, priority and parts."""
+
+    id: Id
+    due: date
+    priority: Priority = 0
+    parts: Parts
+    casting: Casting = ""
+
+
+class OrderUpdate(_In):
+    """The order's new quantities (the whole set of parts)."""
+
+    parts: Parts
+    reason: Reason = "order updated"
+
+
+class QuantityFix(_In):
+    """A quantity fix-up of one part; 0 removes the part."""
+
+    part: PartName
+    quantity: Count
+    reason: Reason
+
+
+class TableFix(_In):
+    quantity: Count
+    reason: Reason
+
+
+class ReplacementIn(_In):
+    part: PartName
+    quantity: Quantity = 1
+    due: date
+    priority: Priority = 0
+    replaces: Annotated[str, StringConstraints(max_length=64, pattern=r"^$|" + ID_PATTERN)] = ""
+    casting: Casting = ""
+    reason: Reason
+
+
+class BackOutIn(_In):
+    reason: Reason
+    due: date | None = Field(default=None, description="due date of the new booking; default: the job's")
+    priority: Priority | None = Field(default=None, description="priority of the new booking; default: the job's")
+
+
+class ScheduleIn(_In):
+    schedule_id: Id | None = Field(default=None, description="default S-<date>, S-<date>-2, ...")
+    due_before: date | None = Field(default=None, description="read bookings due before this date; default all")
+    expected_hours: float = Field(default=24.0, gt=0, le=168, description="length of the period scheduled")
+
+
+class SerialsIn(_In):
+    serials: Annotated[list[Serial], Field(min_length=1, max_length=1000)]
+    reason: Text = ""
+
+
+class FillIn(_In):
+    reason: Text = ""
+
+
+# ----------------------------------------------------------------------------------------- responses
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_after: str | None = Field(description="pass as ?after= for the next page; null on the last page")
+
+
+class Booking(BaseModel):
+    id: str
+    due: date
+    priority: int
+    scheduled: bool
+    parts: dict[str, int]
+    casting: str
+
+
+class BookingEdited(BaseModel):
+    booking: Booking | None = Field(description="the booking as edited; null when it was removed")
+    removed: bool
+
+
+class Workorder(BaseModel):
+    id: str
+    due: date
+    priority: int
+    filled: bool
+    filled_at: datetime | None
+    parts: dict[str, int]
+    serials: dict[str, list[str]]
+    remaining: dict[str, int]
+
+
+class Order(BaseModel):
+    booking: Booking
+    workorder: Workorder
+
+
+class OrderUpdated(BaseModel):
+    bookings: list[Booking] = Field(description="the bookings written: the edited one, or the -extra booking")
+    workorder: Workorder
+
+
+class ScheduledWithoutBookings(BaseModel):
+    part: str
+    quantity: int
+
+
+class Variance(BaseModel):
+    ordered: int
+    started: int
+    finished: int
+    scrapped: int
+    wip: int
+    freed: int
+
+
+class BackOut(BaseModel):
+    job_id: str
+    quantity: int = Field(description="the quantity booked again (0: nothing was left to make)")
+    booking: Booking | None
+    variance: Variance
+
+
+class ScheduleJob(BaseModel):
+    part: str
+    quantity: int
+    job_id: str | None
+
+
+class Schedule(BaseModel):
+    id: str
+    created_at: datetime
+    expected_hours: float
+    due_before: date | None
+    bookings_scheduled: list[str]
+    jobs: list[ScheduleJob]
+    demand: dict[str, int]
+    scheduled_without_bookings: dict[str, int]
+    parts_without_routing: list[str]
+
+
+class Totals(BaseModel):
+    units: int
+    elapsed_labor_s: float
+    expected_labor_s: float
+    elapsed_machining_s: float
+    program_cycle_s: float
+    unknown: dict[str, int]
+
+
+class CostReport(BaseModel):
+    workorder_id: str
+    filled_at: datetime
+    serials: list[str]
+    elapsed_labor_s: float
+    expected_labor_s: float
+    elapsed_machining_s: float
+    program_cycle_s: float = Field(description="sum of the program cycle times (expected machining)")
+    unknown: dict[str, int] = Field(description="time kind -> serials whose time is unknown (left out of the sum)")
+    by_part: dict[str, Totals]
+
+
+class OverrunFinding(BaseModel):
+    kind: str
+    part: str | None
+    workorders: int
+    skipped: int
+    above_expected: int
+    share_above: float | None
+    median_overrun: float | None
+    mean_overrun: float | None
+    consistent: bool
+
+
+class Overruns(BaseModel):
+    workorders: int
+    findings: list[OverrunFinding]
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    reason: str
+    before: dict[str, int]
+    after: dict[str, int]
+    event_counter: int | None
+
+
+class FinishedSerial(BaseModel):
+    serial: str
+    job_id: str
+    part: str
+    revision: str
+    finished_at: datetime
+
+
+class Job(BaseModel):
+    id: str
+    part: str
+    revision: str
+    state: str
+    quantity: int
+    started: int
+    finished: int
+    scrapped: int
+    wip: int
+    due: datetime | None
+    priority: int
+    created_at: datetime

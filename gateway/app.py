@@ -24,10 +24,12 @@ from gateway.config import CellConfig
 from gateway.http.server import HttpServer
 from gateway.jobs.commands import FlagStaleUnits
 from gateway.logging import get_logger
+from gateway.metrics import Metrics, opcua_session_count
 from gateway.opcua.server import OpcUaServer
 from gateway.service.writer import Writer
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
+from gateway.web.status import router as status_router
 
 log = get_logger(__name__)
 
@@ -41,7 +43,11 @@ class Gateway:
         self.engine: AsyncEngine = create_engine(config.database.url, synchronous=config.database.synchronous)
         self.writer = Writer(self.engine, lambda: build_model(config), self.clock)
         self.opcua = OpcUaServer(config, self.writer)
-        self.http = HttpServer(config, self.writer, self.engine) if config.server.http_port else None
+        self.metrics = Metrics(self.writer, opcua_session_count(self.opcua.server))
+        status = status_router(self.writer, self.metrics, self.opcua.is_listening, self.clock)
+        self.http = (
+            HttpServer(config, self.writer, self.engine, routers=[status]) if config.server.http_port else None
+        )
         self.ready = asyncio.Event()
 
     @property

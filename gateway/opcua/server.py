@@ -366,6 +366,7 @@ class OpcUaServer:
         self._published: dict[ua.NodeId, Any] = {}
         self._tag_state: dict[str, dict[str, Any]] = {}
         self._tag_seq = 0
+        self._listening = False
 
     @property
     def endpoint(self) -> str:
@@ -386,6 +387,7 @@ class OpcUaServer:
         await self.publish_all()
         self.writer.subscribe(self.on_commit)
         await server.start()
+        self._listening = True
         log.info(
             "opcua_listening",
             endpoint=self.endpoint,
@@ -395,7 +397,11 @@ class OpcUaServer:
         )
 
     async def stop(self) -> None:
+        self._listening = False
         await self.server.stop()
+
+    def is_listening(self) -> bool:
+        return self._listening
 
     async def _security(self, application_uri: str) -> None:
         server = self.server

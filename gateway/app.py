@@ -45,9 +45,7 @@ class Gateway:
         self.opcua = OpcUaServer(config, self.writer)
         self.metrics = Metrics(self.writer, opcua_session_count(self.opcua.server))
         status = status_router(self.writer, self.metrics, self.opcua.is_listening, self.clock)
-        self.http = (
-            HttpServer(config, self.writer, self.engine, routers=[status]) if config.server.http_port else None
-        )
+        self.http = HttpServer(config, self.writer, self.engine, routers=[status]) if config.server.http_port else None
         self.ready = asyncio.Event()
 
     @property

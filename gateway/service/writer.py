@@ -131,6 +131,7 @@ class Writer:
         self._counter = 0
         self._ids = itertools.count(1)
         self._ready = False
+        self._saved_serial_seq = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -169,6 +170,7 @@ class Writer:
             recent = await recent_answers(conn, self.cache_size)
             total = await count_events(conn)
         self.model = model
+        self._saved_serial_seq = model.tracker.serial_seq
         self._answers = OrderedDict(recent)
         self._cache_complete = total <= self.cache_size
         self._ready = True
@@ -371,7 +373,8 @@ class Writer:
         dirty.units |= changes.units
         dirty.pallets |= changes.pallets
         dirty.stations |= changes.stations
-        dirty.serial_seq = changes.serial_seq
+        if changes.serial_seq != self._saved_serial_seq:  # saved only when a serial was generated
+            dirty.serial_seq = self._saved_serial_seq = changes.serial_seq
 
     async def _recover(self, new_keys: Sequence[tuple[str, str]]) -> None:
         for key in new_keys:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, tuple_
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -291,11 +291,19 @@ async def recent_answers(conn: AsyncConnection, limit: int) -> list[tuple[tuple[
 
 
 async def find_answers(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LoggedAnswer]:
-    wanted = list(keys)
+    """Stored answers for these (source, EventId) keys.
+
+    One query per source with ``source = ? AND event_id IN (...)``, which both backends answer from the
+    unique index; a row-value ``(source, event_id) IN (...)`` made SQLite scan the whole log.
+    """
+    by_source: dict[str, list[str]] = {}
+    for source, event_id in keys:
+        by_source.setdefault(source, []).append(event_id)
     out: dict[tuple[str, str], LoggedAnswer] = {}
-    for start in range(0, len(wanted), 200):
-        chunk = wanted[start : start + 200]
-        query = select(*_LOG_COLUMNS).where(tuple_(S.cell_events.c.source, S.cell_events.c.event_id).in_(chunk))
-        for row in await conn.execute(query):
-            out[(row.source, row.event_id)] = _logged(row)
+    for source, event_ids in by_source.items():
+        for start in range(0, len(event_ids), 200):
+            chunk = event_ids[start : start + 200]
+            query = select(*_LOG_COLUMNS).where(S.cell_events.c.source == source, S.cell_events.c.event_id.in_(chunk))
+            for row in await conn.execute(query):
+                out[(row.source, row.event_id)] = _logged(row)
     return out

@@ -90,13 +90,18 @@ def parse(variants: Sequence[Any], spec: Sequence[Arg]) -> list[Any] | Malformed
     return values
 
 
+# Looked up once: enum attribute access on a class is slow enough to show in a profile of the hot path.
+_GOOD = ua.StatusCodes.Good
+_MISMATCH = ua.StatusCodes.BadTypeMismatch
+_TEXT_KINDS = frozenset({Kind.TEXT, Kind.ID, Kind.WORD})
+
+
 def _one(variant: Any, arg: Arg) -> tuple[int, Any, str]:
-    good = ua.StatusCodes.Good
-    mismatch = ua.StatusCodes.BadTypeMismatch
+    good, mismatch = _GOOD, _MISMATCH
     vtype = getattr(variant, "VariantType", None)
     value = getattr(variant, "Value", variant)
     kind = arg.kind
-    if kind in (Kind.TEXT, Kind.ID, Kind.WORD):
+    if kind in _TEXT_KINDS:
         if vtype is V.Null and kind is Kind.TEXT:
             return good, "", ""
         if vtype is not V.String or not isinstance(value, str | None) or getattr(variant, "is_array", False):

@@ -1,24 +1,20 @@
 """HTTP Basic authentication against the config's users: role ``erp`` or ``engineer``.
 
 Passwords are argon2id hashes in the config; verifying one costs tens of milliseconds and 64 MiB, so
-it runs in a worker thread (never on the event loop the writer and the OPC UA server share) and a
-successful check is remembered for the life of the process under a keyed digest of the name and
-password, never the password itself. A failed check is not remembered: each guess costs a full verify.
+it runs in a worker thread (never on the event loop the writer and the OPC UA server share) and its
+outcome is remembered under a keyed digest of the name and password, never the password itself
+(``LoginCache``, shared with the OPC UA logins). Each different guess costs a full verify.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import secrets
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from gateway.config import User
 from gateway.errors import Reason
 from gateway.http.problems import ProblemError
-from gateway.security.passwords import verify_password
+from gateway.security.passwords import LoginCache, verify_password
 
 ALLOWED_ROLES = frozenset({"erp", "engineer"})
 REALM = "cell-gateway"
@@ -28,13 +24,7 @@ _CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
 class Authenticator:
     def __init__(self, users: Iterable[User], *, cache_size: int = 256) -> None:
         self._users = {u.name: u for u in users if u.password_hash}
-        self._key = secrets.token_bytes(32)
-        self._verified: OrderedDict[bytes, str] = OrderedDict()
-        self._cache_size = cache_size
-
-    def _digest(self, name: str, password: str) -> bytes:
-        message = name.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        self._logins = LoginCache(cache_size)
 
     async def authenticate(self, name: str | None, password: str | None) -> User:
         """The user these credentials belong to, if it may use the ERP API; otherwise a 401 or 403 problem."""
@@ -52,13 +42,9 @@ class Authenticator:
         return user
 
     async def _verify(self, user: User, password: str) -> bool:
-        digest = self._digest(user.name, password)
-        if self._verified.get(digest) == user.name:
-            self._verified.move_to_end(digest)
-            return True
+        known = self._logins.known(user.name, user.password_hash, password)
+        if known is not None:
+            return known
         ok = await asyncio.to_thread(verify_password, user.password_hash, password)
-        if ok:
-            self._verified[digest] = user.name
-            while len(self._verified) > self._cache_size:
-                self._verified.popitem(last=False)
+        self._logins.remember(user.name, user.password_hash, password, ok)
         return ok

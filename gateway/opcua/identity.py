@@ -32,7 +32,7 @@ from asyncua.server.user_managers import UserManager
 
 from gateway.config import CellConfig
 from gateway.logging import get_logger
-from gateway.security.passwords import verify_password
+from gateway.security.passwords import LoginCache
 
 log = get_logger(__name__)
 
@@ -95,6 +95,7 @@ class ConfigUserManager(UserManager):  # type: ignore[misc]
             if user.certificate:
                 self._certificates[_der_fingerprint(_read_certificate(Path(user.certificate)))] = user.name
         self._anonymous = frozenset(config.anonymous_roles())
+        self._logins = LoginCache()
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
@@ -102,7 +103,7 @@ class ConfigUserManager(UserManager):  # type: ignore[misc]
         kind = _TOKEN_KIND.get()
         if kind == "username":
             stored = self._passwords.get(username or "")
-            if stored is None or not verify_password(stored, password or ""):
+            if stored is None or not self._logins.verify(username or "", stored, password or ""):
                 log.warning("opcua_login_refused", user=username, why="unknown user or wrong password")
                 return None
             return self._user(username or "", "username")

@@ -78,6 +78,12 @@ SECURE_POLICIES = [
     ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
 ]
 
+# A station's writable tags (contract: Tags), in the order of a PLC's block.
+TAG_TYPES = {
+    "PalletPresent": ua.VariantType.String,
+    "CycleActive": ua.VariantType.Boolean,
+    "Program": ua.VariantType.String,
+}
 EVENT_ID = Arg("EventId", Kind.ID, "unique per station, e.g. the PLC's own counter")
 SOURCE_TIME = Arg("SourceTime", Kind.TIME, "when it happened by the PLC's clock; Null = time of receipt")
 PALLET = Arg("Pallet", Kind.ID, "pallet id, e.g. P3")
@@ -459,15 +465,17 @@ class OpcUaServer:
             instruction = await var(obj, path, "LoadInstruction", "", ua.VariantType.String)
             program = await var(obj, path, "ExpectedProgram", "", ua.VariantType.String)
             tags_folder = await obj.add_folder(node_id(ns, f"{path}/Tags"), ua.QualifiedName("Tags", ns))
+            # A restart must not read a tag PLC's next block as new edges: the tags start from the
+            # station state recorded before it (the pallet present, its running cycle and program).
+            known = self._recorded_tags(station.id)
             tags = {
-                "PalletPresent": await var(tags_folder, f"{path}/Tags", "PalletPresent", "", ua.VariantType.String),
-                "CycleActive": await var(tags_folder, f"{path}/Tags", "CycleActive", False, ua.VariantType.Boolean),
-                "Program": await var(tags_folder, f"{path}/Tags", "Program", "", ua.VariantType.String),
+                name: await var(tags_folder, f"{path}/Tags", name, known[name], vtype)
+                for name, vtype in TAG_TYPES.items()
             }
             for tag_name, tag in tags.items():
                 await tag.set_writable()
                 space.tag_nodes[tag.nodeid] = (station.id, tag_name)
-            self._tag_state[station.id] = {"PalletPresent": "", "CycleActive": False, "Program": ""}
+            self._tag_state[station.id] = known
             space.stations[station.id] = StationNodes(obj, state, pallet, instruction, program, tags)
             for method in STATION_METHODS:
                 await self._add_method(obj, ns, path, method, station.id)
@@ -563,6 +571,14 @@ class OpcUaServer:
         return [ua.Variant(json.dumps(found, default=str), ua.VariantType.String)]
 
     # ------------------------------------------------------------------ tags
+    def _recorded_tags(self, station_id: str) -> dict[str, Any]:
+        """The tag block that matches the station state the gateway has recorded."""
+        recorded = self.writer.model.tracker.stations.get(station_id)
+        pallet = (recorded.pallet or "") if recorded is not None else ""
+        cycle = recorded.cycle if recorded is not None else None
+        active = bool(pallet) and cycle is not None and cycle.pallet == pallet
+        return {"PalletPresent": pallet, "CycleActive": active, "Program": cycle.program if active and cycle else ""}
+
     def _may_write(self, user: GatewayUser, value: ua.WriteValue) -> bool:
         assert self.space is not None
         found = self.space.tag_nodes.get(value.NodeId)
@@ -572,7 +588,8 @@ class OpcUaServer:
         """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge)."""
         if not event.is_external or self.space is None:
             return
-        for write, result in zip(event.request_params.NodesToWrite, event.response_params, strict=False):
+        writes = zip(event.request_params.NodesToWrite, event.response_params, strict=False)
+        for index, (write, result) in enumerate(writes):
             found = self.space.tag_nodes.get(write.NodeId)
             if found is None or not result.is_good():
                 continue
@@ -581,8 +598,15 @@ class OpcUaServer:
             user = event.user if isinstance(event.user, GatewayUser) else None
             try:
                 await self._reconcile_tags(station, tag, value, user.name if user else "")
+            except StoreUnavailable as exc:
+                # The tag keeps the value written, but its reports were not stored: the write is
+                # answered as failed, so the PLC writes the block again and the next write derives
+                # the missing reports from the recorded state (nothing acknowledged is lost).
+                log.error("tag_report_not_stored", station=station, tag=tag, error=str(exc))
+                event.response_params[index] = ua.StatusCode(STORE_UNAVAILABLE)
             except Exception:
                 log.exception("tag_reconcile_failed", station=station, tag=tag)
+                event.response_params[index] = ua.StatusCode(ua.StatusCodes.BadInternalError)
 
     async def _reconcile_tags(self, station: str, tag: str, value: Any, actor: str) -> None:
         state = self._tag_state[station]

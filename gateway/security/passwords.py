@@ -8,12 +8,16 @@ answer (``BadUserAccessDenied``) without an exception crossing an asyncua method
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
+from collections import OrderedDict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 
-__all__ = ["hash_password", "is_password_hash", "verify_password"]
+__all__ = ["LoginCache", "hash_password", "is_password_hash", "verify_password"]
 
 # argon2-cffi's defaults follow RFC 9106's low-memory profile (64 MiB, t=3, p=4): strong enough for a
 # handful of users, cheap enough that a PLC reconnect storm does not stall the event loop for long.
@@ -41,3 +45,45 @@ def verify_password(hash: str, plain: str) -> bool:
 def is_password_hash(s: object) -> bool:
     """Tell a stored argon2id hash from a password someone pasted in plain text."""
     return isinstance(s, str) and _ARGON2ID.fullmatch(s) is not None
+
+
+class LoginCache:
+    """Remembers the outcome of recent argon2 checks, so a reconnecting PLC does not stall the loop.
+
+    asyncua activates sessions synchronously, on the event loop; one argon2 check takes about a third
+    of a second, which every station would wait for each time a PLC reconnects. The cache keys each
+    outcome by an HMAC of (user, stored hash, password) under a key drawn at start and never stored,
+    so what it holds in memory cannot be tested against guessed passwords without that key. Both
+    outcomes are kept: a PLC retrying with a wrong password costs one argon2 check, not one per try.
+    A different password is always checked in full.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._key = os.urandom(32)
+        self._size = size
+        self._known: OrderedDict[bytes, bool] = OrderedDict()
+
+    def known(self, user: str, stored: str, plain: str) -> bool | None:
+        """The remembered outcome for these credentials, or None when they must be checked."""
+        digest = self._digest(user, stored, plain)
+        outcome = self._known.get(digest)
+        if outcome is not None:
+            self._known.move_to_end(digest)
+        return outcome
+
+    def remember(self, user: str, stored: str, plain: str, ok: bool) -> None:
+        self._known[self._digest(user, stored, plain)] = ok
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+    def verify(self, user: str, stored: str, plain: str) -> bool:
+        """Check on this thread, at most once per distinct (user, password) while remembered."""
+        outcome = self.known(user, stored, plain)
+        if outcome is None:
+            outcome = verify_password(stored, plain)
+            self.remember(user, stored, plain, outcome)
+        return outcome
+
+    def _digest(self, user: str, stored: str, plain: str) -> bytes:
+        message = "\0".join((user, stored, plain)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).digest()

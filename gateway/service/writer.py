@@ -230,10 +230,14 @@ class Writer:
                     await save_batch(conn, log_rows, history, self.model, dirty)
         except Exception as exc:
             log.exception("batch_commit_failed", size=len(batch), error=str(exc))
-            for pending, _ in applied:
-                if not pending.future.done():
-                    pending.future.set_exception(StoreUnavailable(f"the store could not commit: {exc}"))
-            await self._recover(new_keys)
+            try:
+                # The model goes back to the committed state before anyone hears of the failure, so
+                # no reader sees what the failed batch had applied.
+                await self._recover(new_keys)
+            finally:
+                for pending, _ in applied:
+                    if not pending.future.done():
+                        pending.future.set_exception(StoreUnavailable(f"the store could not commit: {exc}"))
             return
         self._counter = counter
         self.stats.batches += 1

@@ -6,6 +6,7 @@ the model can be read right after it; published variables are waited for.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,33 @@ async def test_tag_edges_become_reports_and_repeats_or_missed_edges_are_reconcil
             await write(plc, "M3", PalletPresent="P4")
         assert model_state(gateway) == before
         assert await plc.read("Cell/Stations/M3/Tags/PalletPresent") == ""
+
+
+async def test_a_tag_write_the_store_cannot_commit_fails_and_its_retry_records_the_edge_once(
+    session: Session, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the SQLite write lock: the write is answered BadResourceUnavailable, the
+    model is as before, and the PLC's retry of the same block makes the one PalletArrived it meant."""
+    cell, gateway = session.cell, session.gateway
+    path = db_url.removeprefix("sqlite+aiosqlite:///")
+    # New pooled connections wait this long for the lock; the writer's open one keeps 5 s.
+    await gateway.writer.engine.dispose()
+    monkeypatch.setattr("gateway.storage.database.BUSY_TIMEOUT_MS", 100)
+    before = model_state(gateway)
+    locker = sqlite3.connect(path, timeout=5, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        async with session.connect("plc-mill") as plc:
+            with pytest.raises(ua.uaerrors.BadResourceUnavailable):
+                await write(plc, "M1", PalletPresent="P1")
+            assert model_state(gateway) == before
+            locker.execute("ROLLBACK")
+
+            await write(plc, "M1", PalletPresent="P1")  # the PLC writes its block again
+            assert gateway.writer.model.tracker.pallets["P1"].station == "M1"  # reloaded after the failure
+            await cell.wait_for("Cell/Stations/M1/Pallet", "P1")
+    finally:
+        locker.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT kind FROM cell_events WHERE source = 'M1'").fetchall()
+    assert rows == [("PalletArrived",)]

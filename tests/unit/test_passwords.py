@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.security.passwords import hash_password, is_password_hash, verify_password
+from gateway.security.passwords import LoginCache, hash_password, is_password_hash, verify_password
 
 
 def test_round_trip() -> None:
@@ -42,3 +42,29 @@ def test_garbage_hash_is_refused_without_raising(garbage: str) -> None:
 def test_plaintext_is_not_a_hash() -> None:
     assert not is_password_hash("s3cret")
     assert not is_password_hash(None)
+
+
+def test_login_cache_checks_each_distinct_password_once() -> None:
+    """A reconnecting PLC is answered from memory; a different password is always checked in full."""
+    stored = hash_password("plc-secret")
+    cache = LoginCache(size=2)
+
+    assert cache.known("plc", stored, "plc-secret") is None
+    assert cache.verify("plc", stored, "plc-secret")
+    assert cache.known("plc", stored, "plc-secret") is True
+    assert not cache.verify("plc", stored, "guess")
+    assert cache.known("plc", stored, "guess") is False
+    # Another user with the same password, or the same user under a new hash, is a new check.
+    assert cache.known("other", stored, "plc-secret") is None
+    assert cache.known("plc", hash_password("plc-secret"), "plc-secret") is None
+
+
+def test_login_cache_forgets_the_oldest_beyond_its_size() -> None:
+    stored = hash_password("pw")
+    cache = LoginCache(size=2)
+    for attempt in ("a", "pw", "b"):
+        cache.verify("plc", stored, attempt)
+
+    assert cache.known("plc", stored, "a") is None
+    assert cache.known("plc", stored, "pw") is True
+    assert cache.known("plc", stored, "b") is False

@@ -33,3 +33,20 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# A simulated production day with every fault against a gateway started for it (var/demo/): a
+# progress bar, then the summary and the reconciliation with the gateway's database. docs/simulator.md
+DEMO_ARGS ?= --hours 24 --speed 3600 --faults all --seed 7
+
+.PHONY: demo bench
+
+demo: $(STAMP)
+	$(BIN)/cell-gateway simulate --config config/cell.toml --spawn --workdir var/demo $(DEMO_ARGS)
+
+# The gateway against a bare asyncua server with 1, 10 and 50 PLC processes, and its memory over 1M
+# reports: bench/results/latest.md. Not part of `make test`. BENCH_ARGS=--help for the options.
+BENCH_ARGS ?=
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)

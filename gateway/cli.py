@@ -123,3 +123,43 @@ def main() -> None:
 
 
 register_inspection(app)
+
+
+@app.command()
+def simulate(
+    config: ConfigOption = DEFAULT_CONFIG,
+    hours: Annotated[float, typer.Option(min=0.01, help="Simulated hours to run.")] = 24.0,
+    speed: Annotated[float, typer.Option(min=1, help="Simulated seconds per wall-clock second.")] = 600.0,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of faults, or all / none: breakdown, scrap, inspection, delay, disconnect, "
+            "duplicate, retry, tagdrop, skew, restart, crash ('all,-restart' removes one)."
+        ),
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 1,
+    spawn: Annotated[
+        bool, typer.Option("--spawn/--no-spawn", help="Start a gateway for the run (fresh database), stop it after.")
+    ] = False,
+    endpoint: Annotated[str | None, typer.Option(help="Gateway to drive; default: the config's endpoint.")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Scenario TOML (jobs, PLC modes, fault rates).")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="With --spawn: folder for the gateway's database and log.")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="With --spawn: reconcile with the database.")
+    ] = True,
+    ledger: Annotated[Path | None, typer.Option(help="Write every acknowledged report here (JSON lines).")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the summary here (JSON).")] = None,
+) -> None:
+    """Simulate the cell's PLCs for a production day against a gateway, then print a summary."""
+    from simulators.runner import RunOptions
+    from simulators.runner import simulate as run_simulation
+    from simulators.scenario import DEFAULT_SCENARIO
+
+    options = RunOptions(
+        config=config, hours=hours, speed=speed, faults=faults, seed=seed, scenario=scenario or DEFAULT_SCENARIO,
+        spawn=spawn, endpoint=endpoint, workdir=workdir, check=check, ledger=ledger, summary_json=summary_json,
+    )  # fmt: skip
+    configure_logging("WARNING", json=False)
+    raise typer.Exit(asyncio.run(run_simulation(options)))

@@ -65,6 +65,10 @@ class WorkerPool:
     def run(self, count: int, job: client.Job, timeout: float) -> list[client.Outcome]:
         for conn in self.conns[:count]:
             conn.send(job)
+        return self.collect(count, timeout)
+
+    def collect(self, count: int, timeout: float) -> list[client.Outcome]:
+        """The outcomes of the first ``count`` workers, each within ``timeout`` seconds from now."""
         outcomes = []
         deadline = time.monotonic() + timeout
         for conn in self.conns[:count]:
@@ -195,15 +199,7 @@ def measure(pool: WorkerPool, server: Server, target: str, endpoint: str, client
     cpu0 = server.cpu_seconds()
     time.sleep(max(0.0, start_at + args.warmup + args.duration - time.time()))
     cpu1 = server.cpu_seconds()
-    deadline = time.monotonic() + 60
-    outcomes = []
-    for conn in pool.conns[:clients]:
-        if not conn.poll(max(0.0, deadline - time.monotonic())):
-            raise RuntimeError("a benchmark client did not finish in time")
-        answer = conn.recv()
-        if isinstance(answer, Exception):
-            raise RuntimeError(f"a benchmark client failed: {answer!r}")
-        outcomes.append(answer)
+    outcomes = pool.collect(clients, 60)
     latencies = array("f")
     for outcome in outcomes:
         latencies.frombytes(outcome.latencies_ms)

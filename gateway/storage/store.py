@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Executable, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,15 +44,29 @@ _HISTORY_TABLES: Mapping[str, Table] = {
 }
 
 
+_UPSERTS: dict[tuple[str, str], Executable] = {}
+
+
+def _upsert_statement(dialect: str, table: Table) -> Executable:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for every column, built once per dialect and table.
+
+    Building the construct costs more than executing it for a one-row batch; the writer saves a few
+    tables per batch, so the statements are made once and reused (SQLAlchemy caches their SQL).
+    """
+    found = _UPSERTS.get((dialect, table.name))
+    if found is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        found = _UPSERTS[(dialect, table.name)] = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+    return found
+
+
 async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[Row]) -> None:
     if not rows:
         return
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), list(rows))
+    await conn.execute(_upsert_statement(conn.dialect.name, table), list(rows))
 
 
 async def save_batch(

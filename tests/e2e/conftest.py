@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,3 @@ async def gateway(gateway_factory: Callable[..., GatewayProcess]) -> AsyncIterat
     finally:
         await process.kill()
 
-
-def methods_only(scenario: Scenario) -> Scenario:
-    """Every PLC reports through methods (no tag PLCs)."""
-    return replace(scenario, stations=())

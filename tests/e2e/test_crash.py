@@ -14,7 +14,6 @@ from simulators.clock import SimClock
 from simulators.gateway_process import GatewayProcess
 from simulators.reconcile import reconcile
 from simulators.scenario import Fault, Scenario
-from tests.e2e.conftest import methods_only
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     try:
         sim = CellSimulation(
             gateway.load_config(),
-            methods_only(scenario),  # tag PLCs cannot survive a restart yet: docs/simulator.md
+            scenario,  # M4 and W1 write tags: their state must survive the kills as well
             endpoint=gateway.endpoint,
             clock=SimClock(speed=SPEED),
             hours=10_000,  # ended by finish() below

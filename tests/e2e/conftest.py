@@ -40,4 +40,3 @@ async def gateway(gateway_factory: Callable[..., GatewayProcess]) -> AsyncIterat
         yield process
     finally:
         await process.kill()
-

@@ -63,6 +63,8 @@ def independent(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False  # job commands change what every later report may do
     if "job" in a and "job" in b and (a["job"] or b["job"]) and a["cmd"] == b["cmd"] == "LoadCompleted":
         return False  # two loads of one job compete for its cap
+    if (a.get("pallet") and b.get("serial")) or (a.get("serial") and b.get("pallet")):
+        return False  # the units on that pallet may include that serial (a load's unload moves them)
     return not (_keys(a) & _keys(b)) and abs(a["at"] - b["at"]) < TOLERANCE_S / 2
 
 

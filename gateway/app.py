@@ -79,6 +79,7 @@ class Gateway:
         finally:
             if http_socket is not None:
                 http_socket.close()
+            self.writer.close()
             await self.engine.dispose()
 
     async def _stop_serving(self, http: asyncio.Task[None] | None = None) -> None:

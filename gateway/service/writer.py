@@ -28,6 +28,7 @@ from gateway.errors import Reason, Refused
 from gateway.jobs.events import JobEvent, UnitsMoved
 from gateway.logging import get_logger
 from gateway.storage import rows as R
+from gateway.storage.database import Transactions
 from gateway.storage.store import (
     DirtySet,
     LoggedAnswer,
@@ -118,6 +119,7 @@ class Writer:
         max_batch: int = 1000,
     ) -> None:
         self.engine = engine
+        self.transactions = Transactions(engine)
         self.model_factory = model_factory
         self.model = model_factory()
         self.clock = clock
@@ -136,6 +138,10 @@ class Writer:
         self._idle.set()
 
     # ------------------------------------------------------------------ public face
+    def close(self) -> None:
+        """Release the store's writing thread and connection (after run() has ended)."""
+        self.transactions.dispose()
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
@@ -226,8 +232,7 @@ class Writer:
         started = asyncio.get_running_loop().time()
         try:
             if log_rows:
-                async with self.engine.begin() as conn:
-                    await save_batch(conn, log_rows, history, self.model, dirty)
+                await self.transactions.run(save_batch, log_rows, history, self.model, dirty)
         except Exception as exc:
             log.exception("batch_commit_failed", size=len(batch), error=str(exc))
             try:

@@ -1,8 +1,9 @@
 """Saving and loading the cell's state with SQLAlchemy Core.
 
-The writer calls :func:`save_batch` once per batch, inside one transaction. Upserts use each backend's
-own ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL share the syntax and SQLAlchemy's API),
-so no SQLite-only SQL is needed.
+The writer runs :func:`save_batch` once per batch, inside one transaction, as synchronous code: on the
+store's own thread for SQLite, through ``run_sync`` for async drivers (``database.Transactions``).
+Upserts use each backend's own ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL share the
+syntax and SQLAlchemy's API), so no SQLite-only SQL is needed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Executable, Table, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Executable, Table, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,6 +37,8 @@ class LoggedAnswer:
     outputs: dict[str, Any]
     flags: list[dict[str, Any]]
 
+
+_LOOKUP_CHUNK = 500  # keys per answer lookup
 
 _HISTORY_TABLES: Mapping[str, Table] = {
     "unit_scans": S.unit_scans,
@@ -63,14 +66,14 @@ def _upsert_statement(dialect: str, table: Table) -> Executable:
     return found
 
 
-async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[Row]) -> None:
+def upsert(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     if not rows:
         return
-    await conn.execute(_upsert_statement(conn.dialect.name, table), list(rows))
+    conn.execute(_upsert_statement(conn.dialect.name, table), list(rows))
 
 
-async def save_batch(
-    conn: AsyncConnection,
+def save_batch(
+    conn: Connection,
     log_rows: Sequence[Row],
     history: Mapping[str, Sequence[Row]],
     model: CellModel,
@@ -78,21 +81,21 @@ async def save_batch(
 ) -> None:
     """Everything one batch changed, in one transaction (the caller commits)."""
     if log_rows:
-        await conn.execute(S.cell_events.insert(), list(log_rows))
+        conn.execute(S.cell_events.insert(), list(log_rows))
     for name, rows in history.items():
         if rows:
-            await conn.execute(_HISTORY_TABLES[name].insert(), list(rows))
+            conn.execute(_HISTORY_TABLES[name].insert(), list(rows))
     book, tracker = model.book, model.tracker
-    await upsert(conn, S.part_specs, [R.spec_row(book.specs[k]) for k in dirty.specs])
-    await upsert(conn, S.routing_templates, [R.template_row(book.templates[k]) for k in dirty.templates])
-    await upsert(conn, S.jobs, [R.job_row(book.jobs[k]) for k in dirty.jobs])
-    await upsert(conn, S.units, [R.unit_row(book.units[k]) for k in dirty.units])
-    await upsert(conn, S.pallets, [R.pallet_row(tracker.pallets[k]) for k in dirty.pallets])
-    await upsert(conn, S.stations, [R.station_row(tracker.stations[k]) for k in dirty.stations])
+    upsert(conn, S.part_specs, [R.spec_row(book.specs[k]) for k in dirty.specs])
+    upsert(conn, S.routing_templates, [R.template_row(book.templates[k]) for k in dirty.templates])
+    upsert(conn, S.jobs, [R.job_row(book.jobs[k]) for k in dirty.jobs])
+    upsert(conn, S.units, [R.unit_row(book.units[k]) for k in dirty.units])
+    upsert(conn, S.pallets, [R.pallet_row(tracker.pallets[k]) for k in dirty.pallets])
+    upsert(conn, S.stations, [R.station_row(tracker.stations[k]) for k in dirty.stations])
     if dirty.serial_seq is not None:
-        await upsert(conn, S.gateway_meta, [{"key": "serial_seq", "value": str(dirty.serial_seq)}])
+        upsert(conn, S.gateway_meta, [{"key": "serial_seq", "value": str(dirty.serial_seq)}])
     if dirty.orders:
-        await _save_orders(conn, model, dirty.orders)
+        _save_orders(conn, model, dirty.orders)
 
 
 @dataclass(slots=True)
@@ -143,7 +146,7 @@ class OrderDirty:
         return bool(self.bookings or self.workorders or self.table or self.schedules or self.audit)
 
 
-async def _save_orders(conn: AsyncConnection, model: CellModel, dirty: OrderDirty) -> None:
+def _save_orders(conn: Connection, model: CellModel, dirty: OrderDirty) -> None:
     """Rows of the changed bookings, workorders and table, new schedules and audit entries.
 
     A changed booking or workorder has its part (and serial) rows replaced: all deletions run before
@@ -153,46 +156,46 @@ async def _save_orders(conn: AsyncConnection, model: CellModel, dirty: OrderDirt
     bookings = sorted(dirty.bookings)
     workorders = sorted(dirty.workorders)
     for chunk in _chunks(bookings):
-        await conn.execute(delete(S.booking_parts).where(S.booking_parts.c.booking_id.in_(chunk)))
+        conn.execute(delete(S.booking_parts).where(S.booking_parts.c.booking_id.in_(chunk)))
     for chunk in _chunks(workorders):
-        await conn.execute(delete(S.workorder_serials).where(S.workorder_serials.c.workorder_id.in_(chunk)))
-        await conn.execute(delete(S.workorder_parts).where(S.workorder_parts.c.workorder_id.in_(chunk)))
+        conn.execute(delete(S.workorder_serials).where(S.workorder_serials.c.workorder_id.in_(chunk)))
+        conn.execute(delete(S.workorder_parts).where(S.workorder_parts.c.workorder_id.in_(chunk)))
     present = {b.id: b for b in orders.bookings if b.id in dirty.bookings}
     removed = [b for b in bookings if b not in present]
     for chunk in _chunks(removed):
-        await conn.execute(delete(S.bookings).where(S.bookings.c.booking_id.in_(chunk)))
-    await upsert(conn, S.bookings, [O.booking_row(b) for b in present.values()])
+        conn.execute(delete(S.bookings).where(S.bookings.c.booking_id.in_(chunk)))
+    upsert(conn, S.bookings, [O.booking_row(b) for b in present.values()])
     part_rows = [row for b in present.values() for row in O.booking_part_rows(b)]
     if part_rows:
-        await conn.execute(S.booking_parts.insert(), part_rows)
+        conn.execute(S.booking_parts.insert(), part_rows)
     changed = [orders.workorder(w) for w in workorders]
-    await upsert(conn, S.workorders, [O.workorder_row(w) for w in changed])
+    upsert(conn, S.workorders, [O.workorder_row(w) for w in changed])
     rows = [row for w in changed for row in O.workorder_part_rows(w)]
     if rows:
-        await conn.execute(S.workorder_parts.insert(), rows)
+        conn.execute(S.workorder_parts.insert(), rows)
     rows = [row for w in changed for row in O.workorder_serial_rows(w)]
     if rows:
-        await conn.execute(S.workorder_serials.insert(), rows)
+        conn.execute(S.workorder_serials.insert(), rows)
     # The cost report is taken when a workorder is filled; a filled workorder never changes again.
-    await upsert(conn, S.workorder_results, [O.result_row(O.report_for(w, model.book)) for w in changed if w.filled])
+    upsert(conn, S.workorder_results, [O.result_row(O.report_for(w, model.book)) for w in changed if w.filled])
     if dirty.table:
-        await conn.execute(delete(S.scheduled_parts_without_bookings))
+        conn.execute(delete(S.scheduled_parts_without_bookings))
         table = orders.scheduled_without_bookings
         if table:
-            await conn.execute(
+            conn.execute(
                 S.scheduled_parts_without_bookings.insert(),
                 [{"part_name": p, "quantity": q} for p, q in sorted(table.items())],
             )
     for schedule_id in dirty.schedules:
         schedule = orders.schedule(schedule_id)
-        await conn.execute(S.schedules.insert(), [O.schedule_row(schedule)])
+        conn.execute(S.schedules.insert(), [O.schedule_row(schedule)])
         lines = O.schedule_line_rows(schedule)
         if lines:
-            await conn.execute(S.schedule_lines.insert(), lines)
+            conn.execute(S.schedule_lines.insert(), lines)
     if dirty.audit:
-        await conn.execute(S.order_audit.insert(), [O.audit_row(entry, counter) for entry, counter in dirty.audit])
+        conn.execute(S.order_audit.insert(), [O.audit_row(entry, counter) for entry, counter in dirty.audit])
     if dirty.generated is not None:
-        await upsert(conn, S.gateway_meta, [{"key": "orders_generated", "value": str(dirty.generated)}])
+        upsert(conn, S.gateway_meta, [{"key": "orders_generated", "value": str(dirty.generated)}])
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
@@ -307,17 +310,33 @@ async def recent_answers(conn: AsyncConnection, limit: int) -> list[tuple[tuple[
 async def find_answers(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LoggedAnswer]:
     """Stored answers for these (source, EventId) keys.
 
-    One query per source with ``source = ? AND event_id IN (...)``, which both backends answer from the
-    unique index; a row-value ``(source, event_id) IN (...)`` made SQLite scan the whole log.
+    One query for up to 500 keys: ``(source = ? AND event_id IN (...)) OR ...``, a term per source,
+    which both backends answer from the unique index (SQLite: MULTI-INDEX OR). A row-value
+    ``(source, event_id) IN (...)`` made SQLite scan the whole log, and a query per source costs a
+    round trip per station when a batch holds reports from many.
     """
     by_source: dict[str, list[str]] = {}
     for source, event_id in keys:
         by_source.setdefault(source, []).append(event_id)
     out: dict[tuple[str, str], LoggedAnswer] = {}
-    for source, event_ids in by_source.items():
-        for start in range(0, len(event_ids), 200):
-            chunk = event_ids[start : start + 200]
-            query = select(*_LOG_COLUMNS).where(S.cell_events.c.source == source, S.cell_events.c.event_id.in_(chunk))
-            for row in await conn.execute(query):
+    source_col, event_col = S.cell_events.c.source, S.cell_events.c.event_id
+    terms: list[ColumnElement[bool]] = []
+    size = 0
+
+    async def flush() -> None:
+        nonlocal size
+        if terms:
+            for row in await conn.execute(select(*_LOG_COLUMNS).where(or_(*terms))):
                 out[(row.source, row.event_id)] = _logged(row)
+        terms.clear()
+        size = 0
+
+    for source, event_ids in by_source.items():
+        for start in range(0, len(event_ids), _LOOKUP_CHUNK):
+            chunk = event_ids[start : start + _LOOKUP_CHUNK]
+            if size + len(chunk) > _LOOKUP_CHUNK:
+                await flush()
+            terms.append(and_(source_col == source, event_col.in_(chunk)))
+            size += len(chunk)
+    await flush()
     return out

@@ -92,30 +92,29 @@ async def test_tag_edges_become_reports_and_repeats_or_missed_edges_are_reconcil
 
 
 async def test_a_tag_write_the_store_cannot_commit_fails_and_its_retry_records_the_edge_once(
-    session: Session, db_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, make_config: Callable[..., CellConfig], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process holds the SQLite write lock: the write is answered BadResourceUnavailable, the
     model is as before, and the PLC's retry of the same block makes the one PalletArrived it meant."""
-    cell, gateway = session.cell, session.gateway
+    monkeypatch.setattr("gateway.storage.database.BUSY_TIMEOUT_MS", 100)  # wait 0.1 s for the lock, not 5
     path = db_url.removeprefix("sqlite+aiosqlite:///")
-    # New pooled connections wait this long for the lock; the writer's open one keeps 5 s.
-    await gateway.writer.engine.dispose()
-    monkeypatch.setattr("gateway.storage.database.BUSY_TIMEOUT_MS", 100)
-    before = model_state(gateway)
-    locker = sqlite3.connect(path, timeout=5, isolation_level=None)
-    try:
-        locker.execute("BEGIN IMMEDIATE")
-        async with session.connect("plc-mill") as plc:
-            with pytest.raises(ua.uaerrors.BadResourceUnavailable):
-                await write(plc, "M1", PalletPresent="P1")
-            assert model_state(gateway) == before
-            locker.execute("ROLLBACK")
+    async with serving(make_config(cell_toml(tmp_path))) as session:
+        cell, gateway = session.cell, session.gateway
+        before = model_state(gateway)
+        locker = sqlite3.connect(path, timeout=5, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            async with session.connect("plc-mill") as plc:
+                with pytest.raises(ua.uaerrors.BadResourceUnavailable):
+                    await write(plc, "M1", PalletPresent="P1")
+                assert model_state(gateway) == before
+                locker.execute("ROLLBACK")
 
-            await write(plc, "M1", PalletPresent="P1")  # the PLC writes its block again
-            assert gateway.writer.model.tracker.pallets["P1"].station == "M1"  # reloaded after the failure
-            await cell.wait_for("Cell/Stations/M1/Pallet", "P1")
-    finally:
-        locker.close()
+                await write(plc, "M1", PalletPresent="P1")  # the PLC writes its block again
+                assert gateway.writer.model.tracker.pallets["P1"].station == "M1"  # reloaded after the failure
+                await cell.wait_for("Cell/Stations/M1/Pallet", "P1")
+        finally:
+            locker.close()
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT kind FROM cell_events WHERE source = 'M1'").fetchall()
     assert rows == [("PalletArrived",)]

@@ -57,4 +57,5 @@ async def running_cell(config: CellConfig, clock: ManualClock | None = None) -> 
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        writer.close()
         await engine.dispose()

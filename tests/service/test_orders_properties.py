@@ -144,6 +144,8 @@ class Day:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
+        if self.writer is not None:
+            self.writer.close()
 
     @property
     def model(self) -> Any:

@@ -326,7 +326,10 @@ async def find_answers(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -
     async def flush() -> None:
         nonlocal size
         if terms:
-            for row in await conn.execute(select(*_LOG_COLUMNS).where(or_(*terms))):
+            # Its shape changes with the stations in each batch: not worth a place in SQLAlchemy's
+            # compiled cache, where hundreds of such shapes would only hold memory.
+            uncached = await conn.execution_options(compiled_cache=None)
+            for row in await uncached.execute(select(*_LOG_COLUMNS).where(or_(*terms))):
                 out[(row.source, row.event_id)] = _logged(row)
         terms.clear()
         size = 0

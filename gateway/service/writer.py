@@ -359,8 +359,7 @@ class Writer:
         }
         if not missing:
             return
-        async with self.engine.connect() as conn:
-            found = await find_answers(conn, missing)
+        found = await self.transactions.run(find_answers, missing)
         for key, stored in found.items():
             self._answers[key] = stored
 

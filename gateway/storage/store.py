@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Executable, Table, and_, delete, func, or_, select
+from sqlalchemy import Connection, Executable, Table, TextualSelect, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,8 +37,6 @@ class LoggedAnswer:
     outputs: dict[str, Any]
     flags: list[dict[str, Any]]
 
-
-_LOOKUP_CHUNK = 500  # keys per answer lookup
 
 _HISTORY_TABLES: Mapping[str, Table] = {
     "unit_scans": S.unit_scans,
@@ -307,39 +305,39 @@ async def recent_answers(conn: AsyncConnection, limit: int) -> list[tuple[tuple[
     return found
 
 
-async def find_answers(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LoggedAnswer]:
+def find_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LoggedAnswer]:
     """Stored answers for these (source, EventId) keys.
 
-    One query for up to 500 keys: ``(source = ? AND event_id IN (...)) OR ...``, a term per source,
-    which both backends answer from the unique index (SQLite: MULTI-INDEX OR). A row-value
-    ``(source, event_id) IN (...)`` made SQLite scan the whole log, and a query per source costs a
-    round trip per station when a batch holds reports from many.
+    The keys go in as a ``VALUES`` list joined to the log on its unique (source, event_id) index: both
+    backends probe the index once per key. The list is padded to one of three lengths, so the database
+    sees three statements, not one per batch size (SQLite keeps prepared statements per connection,
+    SQLAlchemy its compiled ones: varying shapes held memory). A row-value ``(source, event_id) IN``
+    made SQLite scan the whole log; a query per station cost a round trip per station.
     """
-    by_source: dict[str, list[str]] = {}
-    for source, event_id in keys:
-        by_source.setdefault(source, []).append(event_id)
+    wanted = list(dict.fromkeys(keys))
     out: dict[tuple[str, str], LoggedAnswer] = {}
-    source_col, event_col = S.cell_events.c.source, S.cell_events.c.event_id
-    terms: list[ColumnElement[bool]] = []
-    size = 0
-
-    async def flush() -> None:
-        nonlocal size
-        if terms:
-            # Its shape changes with the stations in each batch: not worth a place in SQLAlchemy's
-            # compiled cache, where hundreds of such shapes would only hold memory.
-            uncached = await conn.execution_options(compiled_cache=None)
-            for row in await uncached.execute(select(*_LOG_COLUMNS).where(or_(*terms))):
-                out[(row.source, row.event_id)] = _logged(row)
-        terms.clear()
-        size = 0
-
-    for source, event_ids in by_source.items():
-        for start in range(0, len(event_ids), _LOOKUP_CHUNK):
-            chunk = event_ids[start : start + _LOOKUP_CHUNK]
-            if size + len(chunk) > _LOOKUP_CHUNK:
-                await flush()
-            terms.append(and_(source_col == source, event_col.in_(chunk)))
-            size += len(chunk)
-    await flush()
+    largest = _LOOKUP_SIZES[-1]
+    for start in range(0, len(wanted), largest):
+        chunk = wanted[start : start + largest]
+        size = next(n for n in _LOOKUP_SIZES if n >= len(chunk))
+        padded = chunk + [("", "")] * (size - len(chunk))  # no report has an empty EventId
+        params = {f"{name}{i}": value for i, key in enumerate(padded) for name, value in zip("se", key, strict=True)}
+        for row in conn.execute(_lookup(size), params):
+            out[(row.source, row.event_id)] = _logged(row)
     return out
+
+
+_LOOKUP_SIZES = (16, 128, 512)
+_LOOKUPS: dict[int, TextualSelect] = {}
+
+
+def _lookup(size: int) -> TextualSelect:
+    found = _LOOKUPS.get(size)
+    if found is None:
+        keys = ", ".join(f"(CAST(:s{i} AS VARCHAR(64)), CAST(:e{i} AS VARCHAR(128)))" for i in range(size))
+        columns = ", ".join(f"cell_events.{c.name}" for c in _LOG_COLUMNS)
+        found = _LOOKUPS[size] = text(
+            f"WITH wanted (source, event_id) AS (VALUES {keys}) SELECT {columns} FROM wanted JOIN cell_events "
+            "ON cell_events.source = wanted.source AND cell_events.event_id = wanted.event_id"
+        ).columns(*_LOG_COLUMNS)
+    return found

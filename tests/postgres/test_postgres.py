@@ -14,6 +14,7 @@ from gateway.service.replay import replay
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import head_revision, upgrade
 from gateway.storage.schema import metadata
+from tests.answer_lookup import check_answer_lookup
 from tests.conftest import DEMO_CONFIG
 from tests.service.days import DAYS, play, read_day, summary
 from tests.service.harness import running_cell
@@ -52,3 +53,12 @@ async def test_recorded_days_give_the_same_results_on_postgresql(postgres_url: s
         state = repr(sorted(cell.book.units.items())), repr(sorted(cell.tracker.pallets.items()))
     async with running_cell(config, clock) as again:
         assert (repr(sorted(again.book.units.items())), repr(sorted(again.tracker.pallets.items()))) == state
+
+
+async def test_stored_answers_are_found_on_postgresql(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        await check_answer_lookup(engine)
+    finally:
+        await engine.dispose()

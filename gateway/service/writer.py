@@ -257,6 +257,10 @@ class Writer:
             if not pending.future.done():
                 pending.future.set_result(item.answer)
         committed = Committed([item for _, item in applied], dirty, self.model)
+        if self._listeners:
+            # One turn of the loop: the callers' handlers send their answers before the listeners
+            # publish variables and events and write the log lines (all of it after the commit).
+            await asyncio.sleep(0)
         for listener in self._listeners:
             try:
                 result = listener(committed)

@@ -54,6 +54,6 @@ async def check_answer_lookup(engine: AsyncEngine) -> list[str]:
     assert all(found[k].counter == by_key[k]["counter"] for k in wanted)
     assert all(found[k].args == by_key[k]["args"] for k in wanted)
     assert all(found[k].outputs == by_key[k]["answer"] for k in wanted)
-    assert len(statements) == 2  # 800 keys: one statement of 512 keys, one of 288 padded to 512
-    assert len(set(statements)) == 1
+    assert len(statements) == 4  # 800 keys: three statements of 256 keys, then 32 padded to 64
+    assert len(set(statements)) == 2
     return statements

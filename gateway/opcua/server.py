@@ -78,7 +78,7 @@ SECURE_POLICIES = [
     ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
 ]
 
-# A station's writable tags (contract: Tags), in the order of a PLC's block.
+# A station's writable tags (contract: Tags).
 TAG_TYPES = {
     "PalletPresent": ua.VariantType.String,
     "CycleActive": ua.VariantType.Boolean,
@@ -585,32 +585,41 @@ class OpcUaServer:
         return found is not None and user.may_report_for(found[0])
 
     async def _tag_written(self, event: Any, dispatcher: Any) -> None:
-        """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge)."""
+        """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge).
+
+        All tags a request writes are taken into the tag state first, then each station is reconciled
+        once: the order of the nodes in a PLC's block does not matter (a cycle that starts in the same
+        write as its Program starts with that program).
+        """
         if not event.is_external or self.space is None:
             return
+        written: dict[str, list[int]] = {}
         writes = zip(event.request_params.NodesToWrite, event.response_params, strict=False)
         for index, (write, result) in enumerate(writes):
             found = self.space.tag_nodes.get(write.NodeId)
             if found is None or not result.is_good():
                 continue
             station, tag = found
-            value = write.Value.Value.Value if write.Value and write.Value.Value else None
-            user = event.user if isinstance(event.user, GatewayUser) else None
+            self._tag_state[station][tag] = write.Value.Value.Value if write.Value and write.Value.Value else None
+            written.setdefault(station, []).append(index)
+        user = event.user if isinstance(event.user, GatewayUser) else None
+        for station, indexes in written.items():
             try:
-                await self._reconcile_tags(station, tag, value, user.name if user else "")
+                await self._reconcile_tags(station, user.name if user else "")
             except StoreUnavailable as exc:
-                # The tag keeps the value written, but its reports were not stored: the write is
+                # The tags keep the values written, but their reports were not stored: the writes are
                 # answered as failed, so the PLC writes the block again and the next write derives
                 # the missing reports from the recorded state (nothing acknowledged is lost).
-                log.error("tag_report_not_stored", station=station, tag=tag, error=str(exc))
-                event.response_params[index] = ua.StatusCode(STORE_UNAVAILABLE)
+                log.error("tag_report_not_stored", station=station, error=str(exc))
+                for index in indexes:
+                    event.response_params[index] = ua.StatusCode(STORE_UNAVAILABLE)
             except Exception:
-                log.exception("tag_reconcile_failed", station=station, tag=tag)
-                event.response_params[index] = ua.StatusCode(ua.StatusCodes.BadInternalError)
+                log.exception("tag_reconcile_failed", station=station)
+                for index in indexes:
+                    event.response_params[index] = ua.StatusCode(ua.StatusCodes.BadInternalError)
 
-    async def _reconcile_tags(self, station: str, tag: str, value: Any, actor: str) -> None:
+    async def _reconcile_tags(self, station: str, actor: str) -> None:
         state = self._tag_state[station]
-        state[tag] = value
         tracker = self.writer.model.tracker
         recorded = tracker.stations[station]
         present = str(state["PalletPresent"] or "")

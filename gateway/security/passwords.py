@@ -51,30 +51,34 @@ class LoginCache:
     """Remembers the outcome of recent argon2 checks, so a reconnecting PLC does not stall the loop.
 
     asyncua activates sessions synchronously, on the event loop; one argon2 check takes about a third
-    of a second, which every station would wait for each time a PLC reconnects. The cache keys each
-    outcome by an HMAC of (user, stored hash, password) under a key drawn at start and never stored,
-    so what it holds in memory cannot be tested against guessed passwords without that key. Both
-    outcomes are kept: a PLC retrying with a wrong password costs one argon2 check, not one per try.
-    A different password is always checked in full.
+    of a second, which every station would wait for each time a PLC reconnects. Outcomes are keyed by
+    an HMAC of (user, stored hash, password) under a key drawn at start and never stored, so the cache
+    holds no password and no unkeyed digest of one (someone who can read the process's memory can
+    read the key as well). Successes and failures are kept apart: a PLC retrying with a wrong password
+    costs one check, not one per try, and a flood of wrong guesses never pushes the PLCs' good logins
+    out. A different password is always checked in full.
     """
 
     def __init__(self, size: int = 1024) -> None:
         self._key = os.urandom(32)
         self._size = size
-        self._known: OrderedDict[bytes, bool] = OrderedDict()
+        self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._bad: OrderedDict[bytes, None] = OrderedDict()
 
     def known(self, user: str, stored: str, plain: str) -> bool | None:
         """The remembered outcome for these credentials, or None when they must be checked."""
         digest = self._digest(user, stored, plain)
-        outcome = self._known.get(digest)
-        if outcome is not None:
-            self._known.move_to_end(digest)
-        return outcome
+        for outcome, remembered in ((True, self._good), (False, self._bad)):
+            if digest in remembered:
+                remembered.move_to_end(digest)
+                return outcome
+        return None
 
     def remember(self, user: str, stored: str, plain: str, ok: bool) -> None:
-        self._known[self._digest(user, stored, plain)] = ok
-        while len(self._known) > self._size:
-            self._known.popitem(last=False)
+        remembered = self._good if ok else self._bad
+        remembered[self._digest(user, stored, plain)] = None
+        while len(remembered) > self._size:
+            remembered.popitem(last=False)
 
     def verify(self, user: str, stored: str, plain: str) -> bool:
         """Check on this thread, at most once per distinct (user, password) while remembered."""

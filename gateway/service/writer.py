@@ -230,19 +230,29 @@ class Writer:
             self._merge_dirty(dirty, counter)
             applied.append((pending, Applied(pending.command, pending.actor, answer, events)))
         started = asyncio.get_running_loop().time()
+        stopping = False
         try:
             if log_rows:
-                await self.transactions.run(save_batch, log_rows, history, self.model, dirty)
+                commit = asyncio.ensure_future(self.transactions.run(save_batch, log_rows, history, self.model, dirty))
+                try:
+                    await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # Stopped mid-commit: the store's thread finishes the transaction either way. Wait
+                    # for it, so every caller in the batch hears what really happened, then stop.
+                    stopping = True
+                    await asyncio.wait([commit])
+                    commit.result()
         except Exception as exc:
             log.exception("batch_commit_failed", size=len(batch), error=str(exc))
             try:
-                # The model goes back to the committed state before anyone hears of the failure, so
-                # no reader sees what the failed batch had applied.
+                # The model goes back to the committed state before anyone is told of the failure.
                 await self._recover(new_keys)
             finally:
                 for pending, _ in applied:
                     if not pending.future.done():
                         pending.future.set_exception(StoreUnavailable(f"the store could not commit: {exc}"))
+            if stopping:
+                raise asyncio.CancelledError from exc
             return
         self._counter = counter
         self.stats.batches += 1
@@ -257,10 +267,13 @@ class Writer:
             if not pending.future.done():
                 pending.future.set_result(item.answer)
         committed = Committed([item for _, item in applied], dirty, self.model)
-        if self._listeners:
+        if self._listeners and not stopping:
             # One turn of the loop: the callers' handlers send their answers before the listeners
             # publish variables and events and write the log lines (all of it after the commit).
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                stopping = True  # committed and answered: its log lines and events still go out
         for listener in self._listeners:
             try:
                 result = listener(committed)
@@ -268,6 +281,8 @@ class Writer:
                     await result
             except Exception:
                 log.exception("listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
+        if stopping:
+            raise asyncio.CancelledError
 
     def _key(self, command: Command, counter: int) -> tuple[str, str]:
         if isinstance(command, Report):

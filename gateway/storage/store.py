@@ -327,7 +327,7 @@ def find_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tupl
     return out
 
 
-_LOOKUP_SIZES = (16, 128, 512)
+_LOOKUP_SIZES = (16, 64, 256)  # 512 parameters at most: under SQLite's old limit of 999
 _LOOKUPS: dict[int, TextualSelect] = {}
 
 

@@ -118,3 +118,26 @@ async def test_a_tag_write_the_store_cannot_commit_fails_and_its_retry_records_t
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT kind FROM cell_events WHERE source = 'M1'").fetchall()
     assert rows == [("PalletArrived",)]
+
+
+async def test_the_order_of_the_tags_in_one_write_does_not_matter(session: Session) -> None:
+    """A block written CycleActive before Program starts the cycle with the Program of that block."""
+    cell, gateway = session.cell, session.gateway
+    tracker = gateway.writer.model.tracker
+    await good(cell.jobs("CreateJob", "J1", "PN-1", "A", 1, None, i32(0), 0.0, [], []))
+    await good(cell.jobs("Release", "J1"))
+    async with session.connect("plc-load") as plc:
+        await good(plc.station("L1", "PalletArrived", "L1-1", "P1", NOW))
+        await good(plc.station("L1", "LoadCompleted", "L1-2", "P1", "J1", 1, ["T-1"], NOW))
+        await good(plc.station("L1", "PalletDeparted", "L1-3", "P1", NOW))
+
+    async with session.connect("plc-mill") as plc:
+        await write(plc, "M1", PalletPresent="P1", CycleActive=True, Program="PRG-MILL-100")
+        cycle = tracker.stations["M1"].cycle
+        assert cycle is not None
+        assert (cycle.pallet, cycle.program) == ("P1", "PRG-MILL-100")
+        assert not gateway.writer.stats.refusals  # no cycle start with the old Program was tried first
+        await write(plc, "M1", Program="", CycleActive=False, PalletPresent="")
+        assert tracker.stations["M1"].cycle is None
+        assert tracker.pallets["P1"].station == ""
+        assert gateway.writer.model.book.units["T-1"].next_step == 2  # OP20 passed with the right program

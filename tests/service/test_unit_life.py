@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 
+from gateway.bootstrap import build_model
+from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.jobs.commands import CreateJob, HoldJob, ReleaseJob, ResumeJob
 from gateway.jobs.model import JobState, UnitStatus
+from gateway.service.writer import Writer
 from gateway.storage import schema as S
+from gateway.storage.database import create_engine
+from gateway.storage.migrate import upgrade
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,
@@ -142,3 +152,43 @@ async def test_retries_beyond_the_cache_are_answered_from_the_log(demo_config: C
         assert retry.counter == 1
         clash = await cell.send(PalletArrived("L1", "a0", None, "P2"))
         assert clash.reason is Reason.DUPLICATE_EVENT_ID
+
+
+async def test_a_writer_stopped_mid_commit_answers_the_batch_with_what_was_stored(
+    demo_config: CellConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown cancels the writer while the store's thread commits: the thread finishes the commit,
+    and the caller is answered with the stored answer (not left waiting, not told it failed)."""
+    monkeypatch.setattr("gateway.storage.database.BUSY_TIMEOUT_MS", 3000)
+    engine = create_engine(demo_config.database.url)
+    await upgrade(engine)
+    writer = Writer(engine, lambda: build_model(demo_config), ManualClock())
+    await writer.load()
+    task = asyncio.create_task(writer.run())
+    path = demo_config.database.url.removeprefix("sqlite+aiosqlite:///")
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # the commit waits for this lock
+        committing = asyncio.Event()
+        run = writer.transactions.run
+
+        async def observed(*args: Any, **kwargs: Any) -> Any:
+            committing.set()  # the batch goes to the store's thread, which will wait for the lock
+            return await run(*args, **kwargs)
+
+        monkeypatch.setattr(writer.transactions, "run", observed)
+        answer = asyncio.ensure_future(writer.submit(PalletArrived("L1", "a1", None, "P1"), "plc"))
+        async with asyncio.timeout(5):
+            await committing.wait()
+        assert not answer.done()
+        task.cancel()
+        locker.execute("ROLLBACK")  # the lock is released while the writer is being stopped
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await answer).ok
+    finally:
+        locker.close()
+        writer.close()
+        await engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT kind, event_id FROM cell_events").fetchall() == [("PalletArrived", "a1")]

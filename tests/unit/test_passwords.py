@@ -59,12 +59,13 @@ def test_login_cache_checks_each_distinct_password_once() -> None:
     assert cache.known("plc", hash_password("plc-secret"), "plc-secret") is None
 
 
-def test_login_cache_forgets_the_oldest_beyond_its_size() -> None:
+def test_login_cache_forgets_the_oldest_and_wrong_guesses_never_push_out_good_logins() -> None:
     stored = hash_password("pw")
     cache = LoginCache(size=2)
-    for attempt in ("a", "pw", "b"):
+    for attempt in ("pw", "a", "b", "c"):
         cache.verify("plc", stored, attempt)
 
-    assert cache.known("plc", stored, "a") is None
-    assert cache.known("plc", stored, "pw") is True
+    assert cache.known("plc", stored, "pw") is True  # three wrong guesses later
+    assert cache.known("plc", stored, "a") is None  # the oldest wrong guess, forgotten
     assert cache.known("plc", stored, "b") is False
+    assert cache.known("plc", stored, "c") is False

@@ -64,13 +64,13 @@ class CellClient:
         return await self.node(path).read_value()
 
     async def wait_for(self, path: str, expected: Any, within: float = 5.0) -> Any:
-        """Wait until a variable has a value (published after commit), without sleeping blindly."""
+        """Wait until a variable has a value (published after commit), without sleeping blindly: each
+        round is a Read request to the server, which is what paces the loop."""
         async with asyncio.timeout(within):
             while True:
                 value = await self.read(path)
                 if value == expected:
                     return value
-                await asyncio.sleep(0.01)
 
 
 def _variant(value: Any) -> ua.Variant:

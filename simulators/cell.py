@@ -20,7 +20,7 @@ import json
 import random
 import secrets
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -484,15 +484,17 @@ class CellSimulation:
         return 0.0
 
     # ------------------------------------------------------------------ load stations
+    async def _arrivals(self, station: Station) -> AsyncIterator[SimPallet]:
+        """The pallets that come to this station, one visit each, until the simulation stops."""
+        queue = self.queues[station.groups[0]]
+        while (pallet := await queue.take(self.stop)) is not None:
+            self.stats[station.id].visits += 1
+            yield pallet
+
     async def _load_station(self, station: Station) -> None:
         plc = self.plcs[station.id]
         rng = self._station_rng(station.id)
-        queue = self.queues[station.groups[0]]
-        while True:
-            pallet = await queue.take(self.stop)
-            if pallet is None:
-                return
-            self.stats[station.id].visits += 1
+        async for pallet in self._arrivals(station):
             await self._load_visit(station, plc, pallet, rng)
 
     async def _instruction(self, plc: Plc, station: str, pallet: str, done: set[str]) -> dict[str, Any]:
@@ -585,12 +587,7 @@ class CellSimulation:
     async def _cycle_station(self, station: Station) -> None:
         plc = self.plcs[station.id]
         rng = self._station_rng(station.id)
-        queue = self.queues[station.groups[0]]
-        while True:
-            pallet = await queue.take(self.stop)
-            if pallet is None:
-                return
-            self.stats[station.id].visits += 1
+        async for pallet in self._arrivals(station):
             # Tag stations keep working across a gateway restart: it restores their tag state.
             repair = await self._cycle_visit(station, plc, pallet, rng)
             if repair:

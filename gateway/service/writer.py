@@ -14,6 +14,7 @@ and the writer reloads its state from the database before taking the next batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -230,18 +231,9 @@ class Writer:
             self._merge_dirty(dirty, counter)
             applied.append((pending, Applied(pending.command, pending.actor, answer, events)))
         started = asyncio.get_running_loop().time()
-        stopping = False
         try:
             if log_rows:
-                commit = asyncio.ensure_future(self.transactions.run(save_batch, log_rows, history, self.model, dirty))
-                try:
-                    await asyncio.shield(commit)
-                except asyncio.CancelledError:
-                    # Stopped mid-commit: the store's thread finishes the transaction either way. Wait
-                    # for it, so every caller in the batch hears what really happened, then stop.
-                    stopping = True
-                    await asyncio.wait([commit])
-                    commit.result()
+                await self._save(log_rows, history, dirty)
         except Exception as exc:
             log.exception("batch_commit_failed", size=len(batch), error=str(exc))
             try:
@@ -251,8 +243,7 @@ class Writer:
                 for pending, _ in applied:
                     if not pending.future.done():
                         pending.future.set_exception(StoreUnavailable(f"the store could not commit: {exc}"))
-            if stopping:
-                raise asyncio.CancelledError from exc
+            _stop_if_cancelled()
             return
         self._counter = counter
         self.stats.batches += 1
@@ -267,13 +258,11 @@ class Writer:
             if not pending.future.done():
                 pending.future.set_result(item.answer)
         committed = Committed([item for _, item in applied], dirty, self.model)
-        if self._listeners and not stopping:
+        if self._listeners and not _cancelled():
             # One turn of the loop: the callers' handlers send their answers before the listeners
             # publish variables and events and write the log lines (all of it after the commit).
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # then stop, after the listeners below
                 await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                stopping = True  # committed and answered: its log lines and events still go out
         for listener in self._listeners:
             try:
                 result = listener(committed)
@@ -281,8 +270,19 @@ class Writer:
                     await result
             except Exception:
                 log.exception("listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
-        if stopping:
-            raise asyncio.CancelledError
+        _stop_if_cancelled()
+
+    async def _save(
+        self, log_rows: list[dict[str, Any]], history: dict[str, list[dict[str, Any]]], dirty: DirtySet
+    ) -> None:
+        """Commit the batch. Stopped meanwhile, it still waits for the store's thread to finish the
+        transaction, so every caller in the batch hears what really happened; the caller then stops."""
+        commit = asyncio.ensure_future(self.transactions.run(save_batch, log_rows, history, self.model, dirty))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await asyncio.wait([commit])
+            commit.result()
 
     def _key(self, command: Command, counter: int) -> tuple[str, str]:
         if isinstance(command, Report):
@@ -411,3 +411,14 @@ class Writer:
         except Exception:
             log.exception("state_reload_failed")
             raise
+
+
+def _cancelled() -> bool:
+    """Whether the running task has been asked to stop (a cancellation caught to finish a batch)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _stop_if_cancelled() -> None:
+    if _cancelled():
+        raise asyncio.CancelledError

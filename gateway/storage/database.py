@@ -50,15 +50,15 @@ def create_engine(url: str, *, synchronous: str = "NORMAL", **kwargs: Any) -> As
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if is_sqlite(url):
-        # pysqlite opens a transaction only for a write, and every write here runs in engine.begin(),
-        # which commits or rolls back itself: the pool's rollback on return would be one more trip to
-        # aiosqlite's thread per batch (about a tenth of a small batch's cost) for nothing.
-        kwargs.setdefault("pool_reset_on_return", None)
+    if not is_sqlite(url):
+        return create_async_engine(url, **kwargs)
+    # pysqlite opens a transaction only for a write, and every write here runs in engine.begin(), which
+    # commits or rolls back itself: the pool's rollback on return would be a trip to aiosqlite's thread
+    # for nothing.
+    kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(url, **kwargs)
-    if is_sqlite(url):
-        _use_pragmas(engine.sync_engine, synchronous)
-        _SYNCHRONOUS[engine] = synchronous
+    _use_pragmas(engine.sync_engine, synchronous)
+    _SYNCHRONOUS[engine] = synchronous
     return engine
 
 
@@ -89,24 +89,24 @@ class Transactions:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._sync: Engine | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._local: tuple[Engine, ThreadPoolExecutor] | None = None
         if sqlite_path(engine.url) is not None:
-            self._sync = create_sync_engine(
+            local = create_sync_engine(
                 engine.url.set(drivername="sqlite+pysqlite"),
                 connect_args={"check_same_thread": False},  # made on the thread, closed by dispose()
                 pool_reset_on_return=None,  # as for the async engine: every write commits or rolls back
             )
-            _use_pragmas(self._sync, _SYNCHRONOUS.get(engine, "NORMAL"))
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+            _use_pragmas(local, _SYNCHRONOUS.get(engine, "NORMAL"))
+            self._local = (local, ThreadPoolExecutor(1, thread_name_prefix="store-writer"))
 
     async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(connection, ...)`` in a transaction that commits when it returns, rolls back if it raises."""
-        if self._sync is None or self._thread is None:
+        if self._local is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
-        call = functools.partial(self._in_transaction, self._sync, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        local, thread = self._local
+        call = functools.partial(self._in_transaction, local, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(thread, call)
 
     @staticmethod
     def _in_transaction(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -114,13 +114,12 @@ class Transactions:
             return fn(conn, *args, **kwargs)
 
     def dispose(self) -> None:
-        """Wait for a transaction in progress, then close the connection and the thread."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
-        if self._sync is not None:
-            self._sync.dispose()
-            self._sync = None
+        """Wait for a transaction in progress, then close the thread and the connection."""
+        if self._local is not None:
+            local, thread = self._local
+            self._local = None
+            thread.shutdown(wait=True)
+            local.dispose()
 
 
 async def ping(engine: AsyncEngine) -> None:

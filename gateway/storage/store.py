@@ -8,6 +8,7 @@ syntax and SQLAlchemy's API), so no SQLite-only SQL is needed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,23 +46,18 @@ _HISTORY_TABLES: Mapping[str, Table] = {
 }
 
 
-_UPSERTS: dict[tuple[str, str], Executable] = {}
-
-
+@functools.cache
 def _upsert_statement(dialect: str, table: Table) -> Executable:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` for every column, built once per dialect and table.
 
     Building the construct costs more than executing it for a one-row batch; the writer saves a few
     tables per batch, so the statements are made once and reused (SQLAlchemy caches their SQL).
     """
-    found = _UPSERTS.get((dialect, table.name))
-    if found is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        found = _UPSERTS[(dialect, table.name)] = stmt.on_conflict_do_update(index_elements=keys, set_=update)
-    return found
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
@@ -328,16 +324,13 @@ def find_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tupl
 
 
 _LOOKUP_SIZES = (16, 64, 256)  # 512 parameters at most: under SQLite's old limit of 999
-_LOOKUPS: dict[int, TextualSelect] = {}
 
 
+@functools.cache
 def _lookup(size: int) -> TextualSelect:
-    found = _LOOKUPS.get(size)
-    if found is None:
-        keys = ", ".join(f"(CAST(:s{i} AS VARCHAR(64)), CAST(:e{i} AS VARCHAR(128)))" for i in range(size))
-        columns = ", ".join(f"cell_events.{c.name}" for c in _LOG_COLUMNS)
-        found = _LOOKUPS[size] = text(
-            f"WITH wanted (source, event_id) AS (VALUES {keys}) SELECT {columns} FROM wanted JOIN cell_events "
-            "ON cell_events.source = wanted.source AND cell_events.event_id = wanted.event_id"
-        ).columns(*_LOG_COLUMNS)
-    return found
+    keys = ", ".join(f"(CAST(:s{i} AS VARCHAR(64)), CAST(:e{i} AS VARCHAR(128)))" for i in range(size))
+    columns = ", ".join(f"cell_events.{c.name}" for c in _LOG_COLUMNS)
+    return text(
+        f"WITH wanted (source, event_id) AS (VALUES {keys}) SELECT {columns} FROM wanted JOIN cell_events "
+        "ON cell_events.source = wanted.source AND cell_events.event_id = wanted.event_id"
+    ).columns(*_LOG_COLUMNS)

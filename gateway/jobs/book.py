@@ -4,10 +4,17 @@ Every command either raises :class:`~gateway.errors.Refused` having changed noth
 To keep that promise each method checks everything first and mutates after; the Hypothesis state
 machine in tests/unit/jobs checks it after every command. Changes are recorded in ``events`` (what
 happened, for logs, storage and OPC UA events) and ``dirty`` (which entities the writer must save).
+
+The book need not hold everything the cell ever made. A Closed job without live units can be retired
+from memory (:meth:`JobBook.retire`) and handed back from storage when a command names it again
+(:meth:`JobBook.adopt`); a job is always held together with all of its units. Indexes kept by every
+mutation (units per job, live units, open Lost Audits, jobs that are not Closed) make the frequent
+reads cost what is live, not what the cell made over its history.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -95,6 +102,14 @@ class JobBook:
         self.events: list[JobEvent] = []
         self.dirty = Dirty()
         self._job_seq = 0
+        # Indexes, kept by every change below. Each dict is an ordered set of keys (values unused), and
+        # every one of them lists units in the order of ``units`` (position: order of insertion).
+        self._position: dict[str, int] = {}
+        self._next_position = 0
+        self._by_job: dict[str, dict[str, None]] = {}
+        self._live: dict[str, None] = {}
+        self._audits: dict[str, None] = {}
+        self._open_jobs: dict[str, None] = {}
 
     # ------------------------------------------------------------------ lookups
     def job(self, job_id: str) -> Job:
@@ -116,7 +131,100 @@ class JobBook:
             raise Refused(Reason.NOT_FOUND, f"routing template {template_id!r} does not exist") from None
 
     def units_of(self, job_id: str) -> list[Unit]:
-        return [u for u in self.units.values() if u.job_id == job_id]
+        """The job's units, in the order they came into the book."""
+        return [self.units[s] for s in self._by_job.get(job_id, ())]
+
+    def live_units(self) -> list[Unit]:
+        """Units in WIP (waiting for a step or in one), in the order they came into the book."""
+        return [self.units[s] for s in self._live]
+
+    def open_audits(self) -> list[Unit]:
+        """Units with an open Lost Audit, in the order they came into the book."""
+        return sorted((self.units[s] for s in self._audits), key=lambda u: self._position[u.serial])
+
+    def open_jobs(self) -> list[Job]:
+        """Jobs that are not Closed, in the order they came into the book."""
+        return [self.jobs[j] for j in self._open_jobs]
+
+    # ------------------------------------------------------------------ memory
+    def _put_job(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        if job.state is not JobState.CLOSED:
+            self._open_jobs[job.id] = None
+
+    def _put_unit(self, unit: Unit) -> None:
+        self.units[unit.serial] = unit
+        self._position[unit.serial] = self._next_position
+        self._next_position += 1
+        self._by_job.setdefault(unit.job_id, {})[unit.serial] = None
+        if unit.live:
+            self._live[unit.serial] = None
+        if unit.audit_flagged:
+            self._audits[unit.serial] = None
+
+    def _reindex(self, unit: Unit) -> None:
+        """After a change of the unit's status or audit flag (the job it belongs to stays)."""
+        if not unit.live:
+            self._live.pop(unit.serial, None)
+        if unit.audit_flagged:
+            self._audits[unit.serial] = None
+        else:
+            self._audits.pop(unit.serial, None)
+
+    def _move_units(self, serials: Sequence[str], from_job: str, to_job: str) -> None:
+        """Re-file units moved between jobs; the target keeps the book's order of its units."""
+        source = self._by_job.get(from_job, {})
+        for serial in serials:
+            source.pop(serial, None)
+        if not source:
+            self._by_job.pop(from_job, None)
+        position = self._position.__getitem__
+        target = self._by_job.get(to_job, {})
+        merged = heapq.merge(target, sorted(serials, key=position), key=position)
+        self._by_job[to_job] = dict.fromkeys(merged)
+
+    def adopt(self, jobs: Iterable[Job], units: Iterable[Unit]) -> None:
+        """Put entities read back from storage into the book, as they were when stored.
+
+        Entities the book holds already are kept as they are (the book is never older than storage).
+        Nothing is marked dirty. A job comes with all of its units; a unit needs its job, given here or
+        held already. Raises ValueError (changing nothing) for a unit whose job is neither.
+        """
+        new_jobs = [j for j in dict((j.id, j) for j in jobs).values() if j.id not in self.jobs]
+        new_units = [u for u in dict((u.serial, u) for u in units).values() if u.serial not in self.units]
+        known = set(self.jobs).union(j.id for j in new_jobs)
+        for unit in new_units:
+            if unit.job_id not in known:
+                raise ValueError(f"unit {unit.serial} comes without its job {unit.job_id}")
+        for job in new_jobs:
+            self._put_job(job)
+            self.note_job_id(job.id)
+        for unit in new_units:
+            self._put_unit(unit)
+
+    def retirable(self, job_id: str) -> bool:
+        """A Closed job with no live unit and nothing of it waiting to be saved (pallets aside)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state is not JobState.CLOSED or job_id in self.dirty.jobs:
+            return False
+        serials = self._by_job.get(job_id, {})
+        return not any(s in self._live or s in self.dirty.units for s in serials)
+
+    def retire(self, job_id: str) -> list[str]:
+        """Drop a job and all of its units from memory (they stay stored); returns the serials dropped.
+
+        Only for a job :meth:`retirable` says yes to; nothing is marked dirty.
+        """
+        if not self.retirable(job_id):
+            raise ValueError(f"job {job_id} is not retirable")
+        serials = list(self._by_job.pop(job_id, {}))
+        for serial in serials:
+            del self.units[serial]
+            del self._position[serial]
+            self._audits.pop(serial, None)
+        del self.jobs[job_id]
+        self._open_jobs.pop(job_id, None)
+        return serials
 
     def wip_by_step(self, job_id: str) -> list[tuple[Step, int]]:
         """Live units per step of the job's routing: waiting for the step or in it."""
@@ -240,8 +348,13 @@ class JobBook:
 
     def note_job_id(self, job_id: str) -> None:
         """Keep generated ids ahead of every stored one (used when loading)."""
-        if job_id.startswith(_JOB_PREFIX) and job_id[len(_JOB_PREFIX) :].isdigit():
-            self._job_seq = max(self._job_seq, int(job_id[len(_JOB_PREFIX) :]))
+        number = job_number(job_id)
+        if number is not None:
+            self.note_job_seq(number)
+
+    def note_job_seq(self, number: int) -> None:
+        """Generated ids continue after ``J-<number>`` (the highest generated-form id stored)."""
+        self._job_seq = max(self._job_seq, number)
 
     def _routing_for(self, request: NewJob) -> tuple[Routing, RoutingSource, RoutingTemplate | None]:
         if request.operations:
@@ -357,6 +470,10 @@ class JobBook:
         """Move a job to ``to`` and record it; ``new`` for a job that did not exist before."""
         before = None if new else job.state
         job.state = to
+        if to is JobState.CLOSED:
+            self._open_jobs.pop(job.id, None)
+        else:
+            self._open_jobs[job.id] = None
         self.dirty.jobs.add(job.id)
         self.transitions.append(Transition(job.id, at, actor, before, to, reason))
         self.events.append(JobStateChanged(job.id, before, to, reason, actor, at))
@@ -420,6 +537,7 @@ class JobBook:
             unit.next_step = position
             unit.failed_attempts = 0
             self.dirty.units.add(unit.serial)
+        self._move_units([u.serial for u in units], job.id, child_id)
         self._transition(child, JobState.RUNNING, f"split from {job.id}: {count} unit(s)", actor, at, new=True)
         self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
         return child
@@ -467,6 +585,7 @@ class JobBook:
             unit.job_id = target_id
             unit.next_step = positions[unit.serial]
             self.dirty.units.add(unit.serial)
+        self._move_units([u.serial for u in units], source_id, target_id)
         source.quantity = source.started = source.scrapped = source.finished = 0
         if target.state is JobState.RELEASED and target.started:
             self._transition(target, JobState.RUNNING, f"merged running units of {source.id}", actor, at)
@@ -524,7 +643,7 @@ class JobBook:
             station=station,
             entered_at=at,
         )
-        self.units[serial] = unit
+        self._put_unit(unit)
         job.started += 1
         self.dirty.units.add(serial)
         self.dirty.jobs.add(job_id)
@@ -571,6 +690,7 @@ class JobBook:
         unit.last_activity = at
         if unit.audit_flagged:
             unit.audit_flagged = False
+            self._audits.pop(unit.serial, None)
             self.events.append(LostAuditResolved(unit.serial, unit.job_id, "found", "cell", at))
 
     def _check_route(self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None) -> Step:
@@ -652,6 +772,7 @@ class JobBook:
         self.dirty.units.add(serial)
         if unit.next_step >= len(job.routing):
             unit.status = UnitStatus.FINISHED
+            self._reindex(unit)
             job.finished += 1
             self.dirty.jobs.add(job.id)
             self.events.append(UnitFinished(serial, job.id, at))
@@ -670,6 +791,7 @@ class JobBook:
         unit.entered_at = None
         unit.last_activity = at
         unit.audit_flagged = False
+        self._reindex(unit)
         job.scrapped += 1
         self.dirty.units.add(serial)
         self.dirty.jobs.add(job.id)
@@ -680,9 +802,11 @@ class JobBook:
     def flag_stale(self, now: datetime, threshold: timedelta) -> list[LostAuditFlagged]:
         """Flag live units idle longer than the threshold for a Lost Audit, each once."""
         flagged: list[LostAuditFlagged] = []
-        for unit in self.units.values():
-            if unit.live and not unit.audit_flagged and now - unit.last_activity > threshold:
+        for serial in self._live:
+            unit = self.units[serial]
+            if not unit.audit_flagged and now - unit.last_activity > threshold:
                 unit.audit_flagged = True
+                self._audits[serial] = None
                 self.dirty.units.add(unit.serial)
                 event = LostAuditFlagged(
                     unit.serial, unit.job_id, unit.station, (now - unit.last_activity).total_seconds(), now
@@ -702,10 +826,19 @@ class JobBook:
             self.scrap(serial, "lost", at)
         else:
             unit.audit_flagged = False
+            self._audits.pop(serial, None)
             unit.last_activity = at
             self.dirty.units.add(serial)
         self.events.append(LostAuditResolved(serial, unit.job_id, word, actor, at))
         return unit
+
+
+def job_number(job_id: str) -> int | None:
+    """``n`` for a job id of the generated form ``J-<digits>``, None for any other id."""
+    digits = job_id[len(_JOB_PREFIX) :]
+    if job_id.startswith(_JOB_PREFIX) and digits.isdigit():
+        return int(digits)
+    return None
 
 
 def _accumulate(cost: Cost, record: StepRecorded) -> None:

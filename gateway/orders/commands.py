@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.model import JobState, Routing, UnitStatus
+from gateway.orders.costs import unit_cost
 from gateway.orders.model import OrderBook
 from gateway.orders.schedule import make_schedule
 
@@ -254,7 +255,10 @@ def handle(orders: OrderBook, jobs: JobBook, command: OrderCommand, at: datetime
             return _run_schedule(orders, jobs, command, at, actor)
         case AssignSerials():
             pairs = [(serial, _finished_part(jobs, serial)) for serial in command.serials]
-            orders.assign_serials_bulk(command.workorder_id, pairs, at=at, actor=actor, reason=command.reason)
+            costs = {serial: unit_cost(serial, jobs.units[serial].cost) for serial, _ in pairs}
+            orders.assign_serials_bulk(
+                command.workorder_id, pairs, at=at, actor=actor, reason=command.reason, costs=costs
+            )
             return {"Assigned": len(pairs)}
         case UnassignSerial():
             owner = orders.workorder_of(command.serial)
@@ -280,7 +284,7 @@ def assign_finished_unit(orders: OrderBook, jobs: JobBook, serial: str, at: date
     unit = jobs.units.get(serial)
     if unit is None or unit.status is not UnitStatus.FINISHED or orders.workorder_of(serial) is not None:
         return None
-    return orders.assign_serial(serial, jobs.jobs[unit.job_id].part, at)
+    return orders.assign_serial(serial, jobs.jobs[unit.job_id].part, at, unit_cost(serial, unit.cost))
 
 
 def _finished_part(jobs: JobBook, serial: str) -> str:

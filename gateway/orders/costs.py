@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from gateway.errors import Reason, Refused
+from gateway.jobs.model import Cost
 from gateway.orders.model import Workorder
 
 
@@ -49,6 +50,22 @@ class UnitCost:
                 return self.elapsed_machining_s
             case TimeKind.PROGRAM_CYCLE:
                 return self.program_cycle_s
+
+
+def unit_cost(serial: str, cost: Cost) -> UnitCost:
+    """A unit's accumulated times as the cost report counts them. "Program cycle time" is the expected
+    machine time. A unit with a contribution whose elapsed time could not be measured (an end without
+    a start) has its elapsed times reported unknown rather than too small; expected times likewise.
+    """
+    elapsed_known = cost.unknown_elapsed == 0
+    expected_known = cost.unknown_expected == 0
+    return UnitCost(
+        serial=serial,
+        elapsed_labor_s=cost.elapsed_labor if elapsed_known else None,
+        expected_labor_s=cost.expected_labor if expected_known else None,
+        elapsed_machining_s=cost.elapsed_machine if elapsed_known else None,
+        program_cycle_s=cost.expected_machine if expected_known else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import Reason, Refused
 
 if TYPE_CHECKING:
+    from gateway.orders.costs import CostReport, UnitCost
     from gateway.orders.schedule import DailySchedule
 
 
@@ -50,6 +51,12 @@ class Workorder:
     serials: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     filled: bool = False
     filled_at: datetime | None = None
+    # Not part of the workorder's value: what its cost report is made of. Each assigned serial's times,
+    # taken when it was assigned (a finished unit's times never change again), so that the report
+    # needs no unit in memory when the workorder fills; once filled, the report itself, and the
+    # serials' times are let go.
+    costs: Mapping[str, UnitCost] = field(default_factory=dict, compare=False, repr=False)
+    report: CostReport | None = field(default=None, compare=False, repr=False)
 
     def assigned(self, part: str) -> int:
         return len(self.serials.get(part, ()))
@@ -514,10 +521,11 @@ class OrderBook:
 
     # ------------------------------------------------------------------ filling
 
-    def assign_serial(self, serial: str, part: str, at: datetime) -> str | None:
+    def assign_serial(self, serial: str, part: str, at: datetime, cost: UnitCost | None = None) -> str | None:
         """At unload: the serial goes to the unfilled workorder with the soonest due date (then higher
         priority, then id) that still needs ``part``; filled when all its quantities are met.
-        Returns the workorder id, or None when no workorder needs the part.
+        Returns the workorder id, or None when no workorder needs the part. ``cost``: the serial's
+        times, kept for the workorder's cost report.
         """
         _check_at(at)
         _check_id(serial, "serial")
@@ -529,9 +537,9 @@ class OrderBook:
         workorder = min(candidates, key=_urgency)
         serials = dict(workorder.serials)
         serials[part] = (*serials.get(part, ()), serial)
-        updated = replace(workorder, serials=serials)
+        updated = replace(workorder, serials=serials, costs=_with_costs(workorder.costs, {serial: cost}))
         if updated.complete:
-            updated = replace(updated, filled=True, filled_at=at)
+            updated = _filled(updated, at)
         self._put_workorder(updated)
         self._serial_owner[serial] = workorder.id
         return workorder.id
@@ -544,8 +552,12 @@ class OrderBook:
         at: datetime,
         actor: str,
         reason: str = "",
+        costs: Mapping[str, UnitCost] | None = None,
     ) -> Workorder:
-        """A supervisor assigns finished (serial, part) pairs to one workorder; filling stays explicit."""
+        """A supervisor assigns finished (serial, part) pairs to one workorder; filling stays explicit.
+
+        ``costs``: the serials' times, kept for the workorder's cost report.
+        """
         _check_at(at)
         _check_id(actor, "actor")
         pairs = list(serials_with_parts)
@@ -576,7 +588,11 @@ class OrderBook:
         for serial, part in pairs:
             serials.setdefault(part, []).append(serial)
             self._serial_owner[serial] = workorder_id
-        updated = replace(workorder, serials={p: tuple(s) for p, s in serials.items()})
+        updated = replace(
+            workorder,
+            serials={p: tuple(s) for p, s in serials.items()},
+            costs=_with_costs(workorder.costs, {s: (costs or {}).get(s) for s, _ in pairs}),
+        )
         self._put_workorder(updated)
         self._record(
             at,
@@ -599,7 +615,8 @@ class OrderBook:
         if workorder.filled:
             raise Refused(Reason.ORDER_FULFILLED, f"workorder {workorder_id!r} is already filled")
         serials = {p: tuple(s for s in ss if s != serial) for p, ss in workorder.serials.items()}
-        updated = replace(workorder, serials={p: ss for p, ss in serials.items() if ss})
+        kept = {s: c for s, c in workorder.costs.items() if s != serial}
+        updated = replace(workorder, serials={p: ss for p, ss in serials.items() if ss}, costs=kept)
         self._put_workorder(updated)
         del self._serial_owner[serial]
         self._record(
@@ -620,7 +637,7 @@ class OrderBook:
         workorder = self.workorder(workorder_id)
         if workorder.filled:
             raise Refused(Reason.ORDER_FULFILLED, f"workorder {workorder_id!r} is already filled")
-        updated = replace(workorder, filled=True, filled_at=at)
+        updated = _filled(workorder, at)
         self._put_workorder(updated)
         counts = _serial_counts(workorder)
         self._record(at, actor, AuditAction.WORKORDER_MARKED_FILLED, workorder_id, reason, counts, counts)
@@ -674,6 +691,27 @@ class OrderBook:
         after: Mapping[str, int],
     ) -> None:
         self._audit.append(AuditEntry(at, actor, action, subject, reason, dict(before), dict(after)))
+
+
+def _with_costs(costs: Mapping[str, UnitCost], new: Mapping[str, UnitCost | None]) -> dict[str, UnitCost]:
+    out = dict(costs)
+    out.update((serial, cost) for serial, cost in new.items() if cost is not None)
+    return out
+
+
+def _filled(workorder: Workorder, at: datetime) -> Workorder:
+    """The workorder filled at ``at``, with its cost report taken now when every serial's times are
+    known here; otherwise the times stay for the report to be completed from the units."""
+    from gateway.orders.costs import cost_report  # costs builds on this module
+
+    filled = replace(workorder, filled=True, filled_at=at)
+    if any(s not in workorder.costs for s in workorder.all_serials):
+        return filled
+    try:
+        report = cost_report(filled, {s: workorder.costs[s] for s in workorder.all_serials})
+    except Refused:
+        return filled  # left for whoever asks for the report, who gets the same refusal
+    return replace(filled, costs={}, report=report)
 
 
 def _urgency(item: Booking | Workorder) -> tuple[date, int, str]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.jobs.book import JobBook
-from gateway.orders.costs import CostReport, TimeKind, TimeTotals, UnitCost, cost_report
+from gateway.orders.costs import CostReport, TimeKind, TimeTotals, UnitCost, cost_report, unit_cost
 from gateway.orders.model import AuditEntry, Booking, Workorder
 from gateway.orders.schedule import DailySchedule
 
@@ -84,33 +84,31 @@ def workorder_from(row: Any, parts: Iterable[Any], serials: Iterable[Any]) -> Wo
 
 
 # ------------------------------------------------------------------------------------ cost reports
-def unit_costs(jobs: JobBook, serials: Iterable[str]) -> dict[str, UnitCost]:
-    """The times each serial accumulated in the cell. "Program cycle time" is the expected machine time.
+def unit_costs(
+    jobs: JobBook, serials: Iterable[str], known: Mapping[str, UnitCost] | None = None
+) -> dict[str, UnitCost]:
+    """The times each serial accumulated in the cell (see :func:`gateway.orders.costs.unit_cost`).
 
-    A unit with a contribution whose elapsed time could not be measured (an end without a start) has
-    its elapsed times reported unknown rather than too small; expected times likewise.
+    ``known``: times already taken (a workorder's, when each serial was assigned); the others come from
+    the units in the book, and a serial the book does not hold is all unknown.
     """
     out: dict[str, UnitCost] = {}
     for serial in serials:
-        unit = jobs.units.get(serial)
-        if unit is None:
-            out[serial] = UnitCost(serial)
+        taken = known.get(serial) if known else None
+        if taken is not None:
+            out[serial] = taken
             continue
-        cost = unit.cost
-        elapsed_known = cost.unknown_elapsed == 0
-        expected_known = cost.unknown_expected == 0
-        out[serial] = UnitCost(
-            serial=serial,
-            elapsed_labor_s=cost.elapsed_labor if elapsed_known else None,
-            expected_labor_s=cost.expected_labor if expected_known else None,
-            elapsed_machining_s=cost.elapsed_machine if elapsed_known else None,
-            program_cycle_s=cost.expected_machine if expected_known else None,
-        )
+        unit = jobs.units.get(serial)
+        out[serial] = UnitCost(serial) if unit is None else unit_cost(serial, unit.cost)
     return out
 
 
 def report_for(workorder: Workorder, jobs: JobBook) -> CostReport:
-    return cost_report(workorder, unit_costs(jobs, workorder.all_serials))
+    """The cost report of a filled workorder: the one taken when it filled, or made from its serials'
+    times (each serial's as kept when it was assigned, else its unit's in the book)."""
+    if workorder.report is not None and workorder.filled:
+        return workorder.report
+    return cost_report(workorder, unit_costs(jobs, workorder.all_serials, workorder.costs))
 
 
 def _unknown(unknown: Mapping[TimeKind, int]) -> dict[str, int]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Table, TextualSelect, delete, func, select, text
+from sqlalchemy import Connection, Executable, Table, TextualSelect, and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.jobs.book import job_number
+from gateway.jobs.model import Job, JobState, Unit, UnitStatus
+from gateway.orders.costs import unit_cost
 from gateway.orders.model import AuditEntry, OrderBook, OrderChanges
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
@@ -197,67 +201,197 @@ def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
         yield values[start : start + size]
 
 
-async def _load_orders(conn: AsyncConnection) -> OrderBook:
-    parts: dict[str, list[Any]] = {}
-    for row in await conn.execute(select(S.booking_parts).order_by(S.booking_parts.c.part_name)):
-        parts.setdefault(row.booking_id, []).append(row)
-    bookings = [O.booking_from(row, parts.get(row.booking_id, ())) for row in await conn.execute(select(S.bookings))]
-    wo_parts: dict[str, list[Any]] = {}
-    for row in await conn.execute(select(S.workorder_parts).order_by(S.workorder_parts.c.part_name)):
-        wo_parts.setdefault(row.workorder_id, []).append(row)
-    serials: dict[str, list[Any]] = {}
-    for row in await conn.execute(select(S.workorder_serials)):
-        serials.setdefault(row.workorder_id, []).append(row)
-    workorders = [
-        O.workorder_from(row, wo_parts.get(row.workorder_id, ()), serials.get(row.workorder_id, ()))
-        for row in await conn.execute(select(S.workorders))
-    ]
-    lines: dict[str, list[Any]] = {}
-    for row in await conn.execute(select(S.schedule_lines).order_by(S.schedule_lines.c.part_name)):
-        lines.setdefault(row.schedule_id, []).append(row)
+# ---------------------------------------------------------------------------------------- loading
+# Memory holds the cell's live state, not its history: jobs that are not Closed, Closed jobs that still
+# have a live unit or a unit on a pallet (or a unit whose hand-given serial the counter has yet to
+# reach, see CellModel.retire), and all units of those jobs. The rest stays stored; the writer reads
+# it back when a command names it (fetch_retired, CellModel.references and CellModel.adopt).
+
+_OPEN_STATES = tuple(s.value for s in JobState if s is not JobState.CLOSED)
+_LIVE_STATUSES = (UnitStatus.WAITING.value, UnitStatus.IN_STEP.value)
+_JOB_SEQ = "job_seq"  # not stored: load_model derives it from the stored job ids for restore_model
+_WHOLE_TABLES: Mapping[str, Table] = {
+    "part_specs": S.part_specs,
+    "routing_templates": S.routing_templates,
+    "pallets": S.pallets,
+    "stations": S.stations,
+    "gateway_meta": S.gateway_meta,
+    "bookings": S.bookings,
+    "booking_parts": S.booking_parts,
+    "scheduled_parts_without_bookings": S.scheduled_parts_without_bookings,
+    "workorders": S.workorders,
+    "workorder_parts": S.workorder_parts,
+    "workorder_serials": S.workorder_serials,
+    "schedules": S.schedules,
+    "schedule_lines": S.schedule_lines,
+}
+
+
+async def load_model(conn: AsyncConnection, model: CellModel) -> None:
+    """Fill a freshly built model (from config) with the live state stored (see :func:`restore_model`)."""
+    tables: dict[str, list[Any]] = {}
+    for name, table in _WHOLE_TABLES.items():
+        tables[name] = list(await conn.execute(select(table)))
+    tracker = model.tracker
+    meta = {row.key: row.value for row in tables["gateway_meta"]}
+    tracker.serial_seq = int(meta.get("serial_seq", 0))
+
+    units, jobs = S.units, S.jobs
+    job_rows = list(await conn.execute(select(jobs).where(jobs.c.state.in_(_OPEN_STATES))))
+    kept = {row.id for row in job_rows}
+    wanted: set[str] = set()
+    live = select(units.c.job_id).where(units.c.status.in_(_LIVE_STATUSES)).distinct()
+    wanted.update(row.job_id for row in await conn.execute(live))
+    on_pallets = sorted({s for p in tables["pallets"] if p.id in tracker.pallets for s in p.units})
+    for chunk in _chunks(on_pallets):
+        wanted.update(row.job_id for row in await conn.execute(select(units.c.job_id).where(units.c.serial.in_(chunk))))
+    # Serials given by hand that the counter has yet to generate: few, found among the serials that
+    # start like a generated one and sort after the counter's (a wider superset, then the exact test).
+    current = tracker.serial_for(tracker.serial_seq)
+    length = func.length(units.c.serial)
+    ahead = select(units.c.serial, units.c.job_id).where(
+        units.c.serial.startswith(tracker.generated_prefix(), autoescape=True),
+        or_(length > len(current), and_(length == len(current), units.c.serial > current)),
+    )
+    wanted.update(row.job_id for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
+    for chunk in _chunks(sorted(wanted - kept)):
+        job_rows.extend(await conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
+    tables["jobs"] = job_rows
+
+    unit_rows: list[Any] = []
+    for chunk in _chunks(sorted(row.id for row in job_rows)):
+        unit_rows.extend(await conn.execute(select(units).where(units.c.job_id.in_(chunk))))
+    # The units of serials in unfilled workorders, for the times their cost reports are made of.
+    held = {row.serial for row in unit_rows}
+    serials, workorders = S.workorder_serials, S.workorders
+    assigned = (
+        select(units)
+        .join(serials, serials.c.serial == units.c.serial)
+        .join(workorders, workorders.c.workorder_id == serials.c.workorder_id)
+        .where(workorders.c.filled.is_(False))
+    )
+    unit_rows.extend(row for row in await conn.execute(assigned) if row.serial not in held)
+    tables["units"] = unit_rows
+
+    # Generated job ids continue after every stored one, retired or not.
+    highest = 0
+    stream = await conn.stream(select(jobs.c.id).where(jobs.c.id.startswith("J-")))
+    async for row in stream:
+        highest = max(highest, job_number(row.id) or 0)
+    tables["gateway_meta"].append(SimpleNamespace(key=_JOB_SEQ, value=str(highest)))
+    restore_model(model, tables)
+
+
+def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None:
+    """Fill a freshly built model (from config) with stored rows: each table's rows by its name in
+    :mod:`gateway.storage.schema` (tables not given are empty), rows with attribute access.
+
+    Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Jobs kept in memory
+    are the ones that are not Closed, and Closed ones with a live unit, a unit on a (configured) pallet
+    or a unit whose hand-given serial the counter has yet to generate; with all of their units. Every
+    unit row given still counts for the cost report of an unfilled workorder that holds its serial.
+    A ``job_seq`` row in ``gateway_meta`` keeps generated job ids after ``J-<job_seq>``.
+    """
+    book, tracker = model.book, model.tracker
+    for row in tables.get("part_specs", ()):
+        spec = R.spec_from(row)
+        book.specs[spec.key] = spec
+    for row in tables.get("routing_templates", ()):
+        template = R.template_from(row)
+        book.templates[template.id] = template
+    for row in tables.get("pallets", ()):
+        if row.id in tracker.pallets:  # a pallet removed from config keeps its history, not its place
+            tracker.pallets[row.id] = R.pallet_from(row)
+    for row in tables.get("stations", ()):
+        if row.id in tracker.stations:
+            tracker.stations[row.id] = R.station_from(row)
+    meta = {row.key: row.value for row in tables.get("gateway_meta", ())}
+    tracker.serial_seq = int(meta.get("serial_seq", 0))
+    book.note_job_seq(int(meta.get(_JOB_SEQ, 0)))
+
+    job_rows = tables.get("jobs", ())
+    unit_rows = tables.get("units", ())
+    on_pallets = {serial for pallet in tracker.pallets.values() for serial in pallet.units}
+    stored = set()
+    kept = set()
+    for row in job_rows:
+        stored.add(row.id)
+        book.note_job_id(row.id)
+        if row.state != JobState.CLOSED.value:
+            kept.add(row.id)
+    for row in unit_rows:
+        if row.job_id not in kept and (
+            row.status in _LIVE_STATUSES or row.serial in on_pallets or tracker.may_generate(row.serial)
+        ):
+            kept.add(row.job_id)
+    kept &= stored
+    book.adopt(
+        [R.job_from(row) for row in job_rows if row.id in kept],
+        [R.unit_from(row) for row in unit_rows if row.job_id in kept],
+    )
+    model.orders = _restore_orders(tables, unit_rows, meta)
+    model.drain()
+
+
+def _restore_orders(
+    tables: Mapping[str, Sequence[Any]], unit_rows: Sequence[Any], meta: Mapping[str, str]
+) -> OrderBook:
+    def by(name: str, key: str, order: str | None = None) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        rows = tables.get(name, ())
+        for row in sorted(rows, key=lambda r: getattr(r, order)) if order else rows:
+            found.setdefault(getattr(row, key), []).append(row)
+        return found
+
+    parts = by("booking_parts", "booking_id", "part_name")
+    bookings = [O.booking_from(row, parts.get(row.booking_id, ())) for row in tables.get("bookings", ())]
+    wo_parts = by("workorder_parts", "workorder_id", "part_name")
+    serials = by("workorder_serials", "workorder_id")
+    units = {row.serial: row for row in unit_rows}
+    workorders = []
+    for row in tables.get("workorders", ()):
+        workorder = O.workorder_from(row, wo_parts.get(row.workorder_id, ()), serials.get(row.workorder_id, ()))
+        if not workorder.filled:
+            # Each serial's times, as kept when it was assigned (a finished unit's never change again).
+            found = [(s, units[s]) for s in workorder.all_serials if s in units]
+            costs = {s: unit_cost(s, R.unit_from(u).cost) for s, u in found}
+            workorder = replace(workorder, costs=costs)
+        workorders.append(workorder)
+    lines = by("schedule_lines", "schedule_id", "part_name")
     schedules = [
         O.schedule_from(row, lines.get(row.schedule_id, ()))
-        for row in await conn.execute(select(S.schedules).order_by(S.schedules.c.created_at))
+        for row in sorted(tables.get("schedules", ()), key=lambda r: r.created_at)
     ]
-    table = {row.part_name: row.quantity for row in await conn.execute(select(S.scheduled_parts_without_bookings))}
-    generated = (
-        await conn.execute(select(S.gateway_meta.c.value).where(S.gateway_meta.c.key == "orders_generated"))
-    ).scalar()
+    table = {row.part_name: row.quantity for row in tables.get("scheduled_parts_without_bookings", ())}
     return OrderBook.restore(
         bookings=bookings,
         workorders=workorders,
         scheduled_without_bookings=table,
         schedules=schedules,
-        generated=int(generated) if generated is not None else 0,
+        generated=int(meta.get("orders_generated", 0)),
     )
 
 
-async def load_model(conn: AsyncConnection, model: CellModel) -> None:
-    """Fill a freshly built model (from config) with everything stored."""
-    book, tracker = model.book, model.tracker
-    for row in await conn.execute(select(S.part_specs)):
-        spec = R.spec_from(row)
-        book.specs[spec.key] = spec
-    for row in await conn.execute(select(S.routing_templates)):
-        template = R.template_from(row)
-        book.templates[template.id] = template
-    for row in await conn.execute(select(S.jobs)):
-        job = R.job_from(row)
-        book.jobs[job.id] = job
-        book.note_job_id(job.id)
-    for row in await conn.execute(select(S.units)):
-        unit = R.unit_from(row)
-        book.units[unit.serial] = unit
-    for row in await conn.execute(select(S.pallets)):
-        if row.id in tracker.pallets:  # a pallet removed from config keeps its history, not its place
-            tracker.pallets[row.id] = R.pallet_from(row)
-    for row in await conn.execute(select(S.stations)):
-        if row.id in tracker.stations:
-            tracker.stations[row.id] = R.station_from(row)
-    seq = (await conn.execute(select(S.gateway_meta.c.value).where(S.gateway_meta.c.key == "serial_seq"))).scalar()
-    tracker.serial_seq = int(seq) if seq is not None else 0
-    model.orders = await _load_orders(conn)
-    model.drain()
+def fetch_retired(conn: Connection, job_ids: Iterable[str], serials: Iterable[str]) -> tuple[list[Job], list[Unit]]:
+    """Stored jobs and units the model does not hold (:meth:`CellModel.references`), for
+    :meth:`CellModel.adopt`: the jobs named, the jobs of the serials named, and all units of those jobs.
+
+    Ids that are not stored are left out. Synchronous (the store's thread); every query goes through
+    an index (the primary keys, units.job_id) with at most 500 parameters.
+    """
+    units, jobs = S.units, S.jobs
+    wanted = dict.fromkeys(job_ids)
+    for chunk in _chunks(sorted(set(serials))):
+        wanted.update(
+            dict.fromkeys(row.job_id for row in conn.execute(select(units.c.job_id).where(units.c.serial.in_(chunk))))
+        )
+    found: list[Job] = []
+    for chunk in _chunks(list(wanted)):
+        found.extend(R.job_from(row) for row in conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
+    their_units: list[Unit] = []
+    for chunk in _chunks([job.id for job in found]):
+        their_units.extend(R.unit_from(row) for row in conn.execute(select(units).where(units.c.job_id.in_(chunk))))
+    return found, their_units
 
 
 async def last_counter(conn: AsyncConnection) -> int:

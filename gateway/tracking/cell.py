@@ -10,6 +10,7 @@ where they break a rule. The rules are written down in docs/tracking.md.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,23 @@ class TrackingRules:
     # Longer than this, a step or cycle is taken for a missed report rather than real work.
     max_plausible: timedelta = timedelta(hours=24)
     units_per_pallet: int = 1
+
+
+def _counter_values(serial: str) -> set[int]:
+    """Every number a run of digits (or letters and digits, for other bases) in ``serial`` could spell."""
+    values: set[int] = set()
+    for run in _ALNUM_RUN.findall(serial):
+        for start in range(len(run)):
+            for end in range(start + 1, len(run) + 1):
+                for base in (10, 16, 8, 2):
+                    try:
+                        values.add(int(run[start:end], base))
+                    except ValueError:
+                        continue
+    return values
+
+
+_ALNUM_RUN = re.compile(r"[0-9A-Za-z]+")
 
 
 def split_elapsed(elapsed: float | None, expected: Sequence[float | None]) -> list[float | None]:
@@ -249,9 +267,37 @@ class CellTracker:
     def _new_serial(self, taken: set[str]) -> str:
         while True:
             self.serial_seq += 1
-            serial = self.rules.serial_format.format(cell=self.rules.cell_name, seq=self.serial_seq)
+            serial = self.serial_for(self.serial_seq)
             if serial not in self.book.units and serial not in taken:
                 return serial
+
+    def serial_for(self, seq: int) -> str:
+        """The serial the cell generates for counter value ``seq``."""
+        return self.rules.serial_format.format(cell=self.rules.cell_name, seq=seq)
+
+    def generated_prefix(self) -> str:
+        """The text every generated serial starts with (the format's text before the counter)."""
+        first, *others = (self.serial_for(n) for n in (0, 1, 2**31 - 1, 10**15 + 1))
+        length = len(first)
+        for other in others:
+            length = next((i for i, (a, b) in enumerate(zip(first, other, strict=False)) if a != b), length)
+            length = min(length, len(other))
+        return first[:length]
+
+    def may_generate(self, serial: str) -> bool:
+        """Whether the counter has yet to pass ``serial``: it has the generated form for a value above
+        the counter. Such a serial (given by hand) is skipped when the counter reaches it, so a unit
+        carrying it stays in memory until then (see :meth:`CellModel.retire`).
+
+        A cheap test first: a counter value rendered in any base grows in length, and among renderings
+        of one length in text order (for the formats this cell accepts); then the exact one.
+        """
+        current = self.serial_for(self.serial_seq)
+        if not serial.startswith(self.generated_prefix()):
+            return False
+        if len(serial) < len(current) or (len(serial) == len(current) and serial <= current):
+            return False
+        return any(value > self.serial_seq and self.serial_for(value) == serial for value in _counter_values(serial))
 
     # ------------------------------------------------------------------ pallet movements (facts)
     def _arrived(self, report: PalletArrived, at: datetime, flags: list[Flag]) -> None:
@@ -546,7 +592,7 @@ class CellTracker:
         groups = self._groups(station_id)
         candidates = [
             job
-            for job in self.book.jobs.values()
+            for job in self.book.open_jobs()
             if job.state in (JobState.RELEASED, JobState.RUNNING)
             and job.room > 0
             and job.allows_pallet(pallet_id)

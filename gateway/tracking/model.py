@@ -3,23 +3,51 @@
 The writer owns exactly one CellModel and is the only caller of ``apply``; that is what makes
 "commands are applied in order" true. Filling workorders at unload happens here too, in the same
 step as the report that finished the unit, so it is saved in the same transaction.
+
+Memory holds what is live, not the cell's whole history. Once stored, a Closed job whose units are
+neither live nor on a pallet can be retired (:meth:`CellModel.retire`); before applying a command the
+writer asks which jobs and serials it names that memory does not hold (:meth:`CellModel.references`),
+reads those from storage and hands them back (:meth:`CellModel.adopt`), so that every command is
+answered exactly as if nothing had ever been retired.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gateway.errors import Refused
 from gateway.jobs.book import JobBook
-from gateway.jobs.commands import JobCommand, handle
+from gateway.jobs.commands import (
+    CloseJob,
+    CreateJob,
+    HoldJob,
+    JobCommand,
+    MergeJobs,
+    PromoteRouting,
+    ReleaseJob,
+    ReplaceRouting,
+    ResolveAudit,
+    ResumeJob,
+    SplitJob,
+    handle,
+)
 from gateway.jobs.events import JobEvent, UnitFinished
-from gateway.orders.commands import OrderCommand, assign_finished_unit
+from gateway.jobs.model import Job, Unit
+from gateway.orders.commands import (
+    AssignSerials,
+    BackOutJob,
+    MarkWorkorderFilled,
+    OrderCommand,
+    assign_finished_unit,
+)
 from gateway.orders.commands import handle as handle_order
-from gateway.orders.model import OrderBook, OrderChanges
+from gateway.orders.model import OrderBook, OrderChanges, Workorder
 from gateway.tracking.anomalies import Flag
 from gateway.tracking.cell import CellTracker, Outcome
-from gateway.tracking.reports import Report
+from gateway.tracking.reports import LoadCompleted, Report, ScanIn, ScanOut, Scrap, StartUnit
 
 Command = Report | JobCommand | OrderCommand
 
@@ -69,6 +97,96 @@ class CellModel:
         else:
             outputs = handle(self.book, command, received_at, actor)
         return Outcome(outputs, (), received_at)
+
+    # ------------------------------------------------------------------ what memory holds
+    def retire(self, candidates: Iterable[str]) -> list[str]:
+        """Drop from memory each candidate job that is Closed, has no live unit and none of whose units
+        is on a pallet, with all of its units; returns the ids of the jobs dropped.
+
+        Their rows stay stored, and nothing is marked dirty: call it only for state that has been
+        turned into rows already (a job or unit changed since the last :meth:`drain` is kept).
+        Unknown ids and jobs that do not qualify are passed over. So is a job with a unit whose serial,
+        given by hand, has the form the serial counter has yet to generate: the counter skips a serial
+        the book holds, so such a unit stays until the counter has passed it.
+        """
+        book, tracker = self.book, self.tracker
+        wanted = [j for j in dict.fromkeys(candidates) if book.retirable(j)]
+        if not wanted:
+            return []
+        on_pallets = {serial for pallet in tracker.pallets.values() for serial in pallet.units}
+        retired: list[str] = []
+        for job_id in wanted:
+            if any(u.serial in on_pallets or tracker.may_generate(u.serial) for u in book.units_of(job_id)):
+                continue
+            book.retire(job_id)
+            retired.append(job_id)
+        return retired
+
+    def references(self, command: Command) -> tuple[frozenset[str], frozenset[str]]:
+        """The job ids and serials ``command`` names (or would create) that memory does not hold.
+
+        The writer reads those from storage and hands what it found to :meth:`adopt` before applying
+        the command; what storage does not have either is simply new. Ids the command would generate
+        need no look-up: generated job ids stay ahead of every stored one, and a stored serial the
+        serial counter has yet to reach is always held (see :meth:`retire`).
+        """
+        book = self.book
+        jobs: list[str] = []
+        serials: list[str] = []
+        match command:
+            case LoadCompleted():
+                jobs.append(command.job)
+                serials.extend(command.serials)
+            case StartUnit():
+                jobs.append(command.job)
+                serials.append(command.serial)
+            case ScanIn() | ScanOut() | Scrap() | ResolveAudit():
+                serials.append(command.serial)
+            case Report():
+                pass  # pallet reports: every unit on a pallet is held
+            case CreateJob():
+                jobs.append(command.job_id)
+            case ReplaceRouting() | ReleaseJob() | HoldJob() | ResumeJob() | CloseJob() | PromoteRouting():
+                jobs.append(command.job_id)
+            case SplitJob():
+                jobs.append(command.job_id)
+                serials.extend(command.serials)
+                parent = book.jobs.get(command.job_id)
+                if parent is not None:
+                    jobs.append(f"{parent.id}-R{parent.children + 1}")
+            case MergeJobs():
+                jobs.extend((command.target_job_id, command.source_job_id))
+            case BackOutJob():
+                jobs.append(command.job_id)
+            case AssignSerials():
+                serials.extend(command.serials)
+            case MarkWorkorderFilled():
+                # Each serial's times were kept when it was assigned; a serial without them (none, as
+                # stored state is restored) would be read from its unit.
+                workorder = self._workorder(command.workorder_id)
+                if workorder is not None and not workorder.filled:
+                    serials.extend(s for s in workorder.all_serials if s not in workorder.costs)
+            case _:
+                pass
+        return (
+            frozenset(j for j in jobs if isinstance(j, str) and j and j not in book.jobs),
+            frozenset(s for s in serials if isinstance(s, str) and s and s not in book.units),
+        )
+
+    def _workorder(self, workorder_id: object) -> Workorder | None:
+        if not isinstance(workorder_id, str):
+            return None
+        try:
+            return self.orders.workorder(workorder_id)
+        except Refused:  # no such workorder: the command will be refused for it
+            return None
+
+    def adopt(self, jobs: Sequence[Job], units: Sequence[Unit]) -> None:
+        """Hand back retired jobs and units read from storage (each job with all of its units).
+
+        What memory holds already is kept; nothing is marked dirty; they may be retired again later.
+        """
+        self.book.adopt(jobs, units)
 
     def drain(self) -> Changes:
         book, tracker = self.book, self.tracker

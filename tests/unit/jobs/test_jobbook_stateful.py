@@ -17,13 +17,17 @@ Invariants checked after every command:
   jobs held from Released) have no units; templates referenced by a job are frozen or deprecated; a
   default template is usable;
 - a live unit carries an open Lost Audit exactly when the model saw it flagged and not yet resolved, and
-  no unit is flagged again while its audit is open.
+  no unit is flagged again while its audit is open;
+- the book's indexes (units per job in the book's order, live units, open Lost Audits, jobs that are not
+  Closed) equal what a scan of every job and unit finds, and stay so when a Closed job is retired from
+  memory and adopted back from (a copy of) what was stored.
 Each rule also checks its own outcome against the state before it (e.g. a Held job refuses starts with
 JobOnHold, leaving a step is never refused, a merge of another revision never goes through).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -490,7 +494,50 @@ class JobBookMachine(RuleBasedStateMachine):
             if outcome == "LOST":
                 assert result.status is UnitStatus.SCRAPPED
 
+    # ------------------------------------------------------------------ memory
+    @rule(data=st.data())
+    def retire_and_adopt_back(self, data: st.DataObject) -> None:
+        """The writer saved everything (dirty cleared); a retirable job leaves memory and comes back."""
+        self.book.dirty.clear()
+        retirable = sorted(j for j in self.book.jobs if self.book.retirable(j))
+        event(f"retirable jobs: {min(len(retirable), 3)}")
+        if not retirable:
+            return
+        job_id = data.draw(st.sampled_from(retirable), label="retire")
+        job = self.book.jobs[job_id]
+        assert job.state is JobState.CLOSED
+        units = self.book.units_of(job_id)
+        assert not any(u.live for u in units)
+        stored = copy.deepcopy((job, units))
+        assert self.book.retire(job_id) == [u.serial for u in units]
+        assert job_id not in self.book.jobs
+        assert not any(u.serial in self.book.units for u in units)
+        assert self.book.units_of(job_id) == []
+        self.indexes_match_a_full_scan()
+        before = snapshot(self.book)
+        self.book.adopt([stored[0]], stored[1])
+        assert self.book.jobs[job_id] == job
+        assert self.book.units_of(job_id) == units
+        assert not self.book.dirty.jobs
+        assert not self.book.dirty.units
+        self.book.adopt([copy.deepcopy(job)], copy.deepcopy(units))  # held already: kept as it is
+        assert self.book.jobs[job_id] is stored[0]
+        assert snapshot(self.book) != before
+
     # ------------------------------------------------------------------ invariants
+    @invariant()
+    def indexes_match_a_full_scan(self) -> None:
+        book = self.book
+        every = list(book.units.values())
+        for job_id in book.jobs:
+            assert [u.serial for u in book.units_of(job_id)] == [u.serial for u in every if u.job_id == job_id]
+            scanned = [u for u in every if u.job_id == job_id]
+            assert all(a is b for a, b in zip(book.units_of(job_id), scanned, strict=True))
+        assert sum(len(book.units_of(j)) for j in book.jobs) == len(every)
+        assert [u.serial for u in book.live_units()] == [u.serial for u in every if u.live]
+        assert [u.serial for u in book.open_audits()] == [u.serial for u in every if u.audit_flagged]
+        assert [j.id for j in book.open_jobs()] == [j.id for j in book.jobs.values() if j.state is not JobState.CLOSED]
+
     @invariant()
     def counts_match_the_units(self) -> None:
         by_job: dict[str, Counter[UnitStatus]] = {job_id: Counter() for job_id in self.book.jobs}

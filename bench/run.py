@@ -6,6 +6,10 @@ both with 1, 10 and 50 PLC clients, each in its own process, calling in a closed
 warm-up; reports/s, p50 and p99 latency, and gateway/baseline ratios, as the median of A/B rounds.
 (c) peak RSS of a fresh gateway before and after a long run of at least 1M reports.
 With py-spy installed, the gateway is also profiled under the largest client count.
+(d) with --history (or --history-only): the gateway on a fresh database against the same gateway
+after N reports of real units through real jobs (bench/history.py): start-up, RSS, reports/s, CPU,
+/api/status and CLI latency. Not run by default: its 1M fill alone takes about as long as (a)-(c),
+which fill the default budget.
 
 Everything runs on 127.0.0.1. Results: a table on stdout, ``bench/results/latest.md`` and ``.json``.
 """
@@ -28,6 +32,7 @@ import tempfile
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -50,13 +55,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 class WorkerPool:
     """Benchmark PLCs, forked once (before anything starts a thread or an event loop)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, target: Callable[[int, Connection], None] = client.serve) -> None:
         ctx = mp.get_context("fork")
         self.conns: list[Connection] = []
         self.procs = []
         for i in range(size):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=client.serve, args=(i, child), daemon=True, name=f"bench-plc-{i}")
+            proc = ctx.Process(target=target, args=(i, child), daemon=True, name=f"bench-plc-{i}")
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -91,16 +96,24 @@ class WorkerPool:
 
 
 class Server:
-    """A server process, ready when its port accepts connections."""
+    """A server process, ready when its port accepts connections (within ``within`` seconds)."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        within: float = 60.0,
+    ) -> None:
         self.name = name
         self.log = workdir / f"{name}.log"
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
             argv, cwd=workdir, env={**os.environ, **(env or {})}, stdout=self._out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + within
         while not _listening(port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -457,10 +470,21 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    from bench import history
+
+    out = ["# cell-gateway benchmark", ""]
+    if "throughput" in result:
+        out += _throughput_sections(result)
+    else:
+        out += ["No throughput and memory run recorded yet (`python -m bench` without --history-only).", ""]
+    if result.get("history"):
+        out += ["", *history.markdown(result["history"])]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _throughput_sections(result: dict[str, Any]) -> list[str]:
     m = result["memory"]
     out = [
-        "# cell-gateway benchmark",
-        "",
         f"{result['when']} on {result['machine']} (load average {result['load_average']['before']} before, "
         f"{result['load_average']['after']} after); {result['rounds']} A/B round(s), warm-up {result['warmup']} s, "
         f"{result['duration']} s measured per run; gateway log level {result['log_level']}; median of rounds "
@@ -512,7 +536,7 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"| `{k}` | {v}% |" for k, v in p["top_functions"].items()]
     else:
         out.append(str(p.get("skipped", "not profiled")))
-    return "\n".join(out) + "\n"
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -532,6 +556,8 @@ def report_run(run: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench import history  # it imports this module
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--clients", default="1,10,50", help="comma list of PLC counts")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of calls before measuring")
@@ -556,11 +582,42 @@ def main(argv: list[str] | None = None) -> None:
         "--budget", type=float, default=560.0, help="seconds for the whole bench; the memory run stops short to keep it"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    history.add_options(parser)
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = args.out / "latest.json"
+    previous: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
+    workdir = Path(tempfile.mkdtemp(prefix="cell-bench-"))
+    try:
+        if args.history_only:
+            result = {k: v for k, v in previous.items() if k != "history"}
+        else:
+            result = throughput_and_memory(args, workdir / "main")
+        # The history section of the last run that had one stays until a run measures it again.
+        if previous.get("history") and not (args.history or args.history_only):
+            result["history"] = previous["history"]
+        write_results(args.out, result)
+        if args.history or args.history_only:
+            result["history"] = history.run(args, workdir)
+            write_results(args.out, result)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    p = result.get("profile")
+    if not args.history_only and p and "layers" in p:
+        print("\ngateway main thread, own time: " + ", ".join(f"{k} {v}%" for k, v in p["layers"].items()))
+    print(f"\nwritten {args.out / 'latest.md'} and latest.json", flush=True)
+
+
+def write_results(out: Path, result: dict[str, Any]) -> None:
+    (out / "latest.json").write_text(json.dumps(result, indent=2))
+    (out / "latest.md").write_text(markdown(result))
+
+
+def throughput_and_memory(args: Any, workdir: Path) -> dict[str, Any]:
+    """Parts (a), (b) and (c): the A/B throughput rounds, the profile and the memory run."""
+    workdir.mkdir(parents=True)
     clients = [int(c) for c in args.clients.split(",")]
     most = max([*clients, args.rss_clients])
-    args.out.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="cell-bench-"))
     began = time.monotonic()
     load_before = loadavg()
     print(f"load average before: {load_before} (other work on this machine skews absolute figures)", flush=True)
@@ -625,8 +682,7 @@ def main(argv: list[str] | None = None) -> None:
         for server in servers:
             server.stop()
         pool.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "load_average": {"before": load_before, "after": loadavg()},
@@ -640,8 +696,3 @@ def main(argv: list[str] | None = None) -> None:
         "runs": [{k: v for k, v in asdict(r).items() if k != "latencies"} for r in runs],
         "seconds": round(time.monotonic() - began, 1),
     }
-    (args.out / "latest.json").write_text(json.dumps(result, indent=2))
-    (args.out / "latest.md").write_text(markdown(result))
-    if profile and "layers" in profile:
-        print("\ngateway main thread, own time: " + ", ".join(f"{k} {v}%" for k, v in profile["layers"].items()))
-    print(f"\nwritten {args.out / 'latest.md'} and latest.json in {result['seconds']:.0f} s", flush=True)

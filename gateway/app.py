@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,7 @@ from gateway.opcua.server import OpcUaServer
 from gateway.service.writer import Writer
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
+from gateway.storage.sql_store import SqlStore
 from gateway.web.status import router as status_router
 
 log = get_logger(__name__)
@@ -41,10 +43,15 @@ class Gateway:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.engine: AsyncEngine = create_engine(config.database.url, synchronous=config.database.synchronous)
-        self.writer = Writer(self.engine, lambda: build_model(config), self.clock)
-        self.opcua = OpcUaServer(config, self.writer)
+        self.writer = Writer(
+            SqlStore(self.engine),
+            lambda: build_model(config),
+            self.clock,
+            max_queue=config.server.max_queued_commands,
+        )
+        self.opcua = OpcUaServer(config, self.writer, self.engine)
         self.metrics = Metrics(self.writer, opcua_session_count(self.opcua.server))
-        status = status_router(self.writer, self.metrics, self.opcua.is_listening, self.clock)
+        status = status_router(self.writer, self.engine, self.metrics, self.opcua.is_listening, self.clock)
         self.http = HttpServer(config, self.writer, self.engine, routers=[status]) if config.server.http_port else None
         self.ready = asyncio.Event()
 
@@ -62,7 +69,7 @@ class Gateway:
             await self.writer.load()
             http_socket = await self.http.bind() if self.http is not None else None
             async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(self.writer.run(), name="writer")
+                writer = tasks.create_task(self._essential(self.writer.run(), "writer", stop), name="writer")
                 await self.opcua.start()
                 http: asyncio.Task[None] | None = None
                 if self.http is not None and http_socket is not None:
@@ -96,11 +103,26 @@ class Gateway:
         except TimeoutError:
             log.error("gateway_stop_timed_out", grace_seconds=grace, queued=self.writer.queue_depth)
 
+    @staticmethod
+    async def _essential(work: Coroutine[Any, Any, None], name: str, stop: asyncio.Event) -> None:
+        """Run a task the gateway cannot serve without; if it ever ends, stop the gateway, saying why."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("gateway_stopping", task=name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            stop.set()
+            return
+        if not stop.is_set():
+            log.critical("gateway_stopping", task=name, error="it ended")
+            stop.set()
+
     async def sweep(self) -> list[str]:
         """One stale-WIP pass: flag units idle beyond the threshold for a Lost Audit (each once)."""
         now, threshold = self.clock.now(), self.stale_threshold
-        book = self.writer.model.book
-        if not any(u.live and not u.audit_flagged and now - u.last_activity > threshold for u in book.units.values()):
+        oldest = self.writer.view.oldest_activity  # committed view: no scan here
+        if oldest is None or now - oldest <= threshold:
             return []
         answer = await self.writer.submit(FlagStaleUnits(threshold.total_seconds()), "sweeper")
         flagged: list[str] = answer.outputs.get("Flagged", [])
@@ -113,6 +135,10 @@ class Gateway:
                 await self.sweep()
             except Exception:
                 log.exception("stale_wip_sweep_failed")
+            try:
+                await self.opcua.remove_expired_jobs(self.clock.now())
+            except Exception:
+                log.exception("closed_job_removal_failed")
 
 
 def safe_url(url: str) -> str:

@@ -155,6 +155,12 @@ class ServerSettings(_Model):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     shutdown_grace_seconds: float = Field(default=5, ge=0)
+    # A closed job's OPC UA object stays browsable this long after it closed, then it is removed (its
+    # history stays in the database: trace, cost reports and the CLI read it from there).
+    closed_job_retention_hours: float = Field(default=24, ge=0)
+    # Commands waiting for the writer at most; beyond it a call is answered BadTooManyOperations (HTTP
+    # 503) at once instead of queueing without bound.
+    max_queued_commands: int = Field(default=20_000, ge=1)
 
     @field_validator("endpoint")
     @classmethod

@@ -31,6 +31,8 @@ class Reason(StrEnum):
     DUPLICATE_ID = "DuplicateId"
     DUPLICATE_SERIAL = "DuplicateSerial"
     ACCESS_DENIED = "AccessDenied"
+    # The gateway failed on this command (a defect, or data it could not store): logged, nothing changed.
+    INTERNAL = "InternalError"
 
 
 class Refused(Exception):

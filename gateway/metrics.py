@@ -1,4 +1,4 @@
-"""Prometheus metrics: counted after each commit, gauges read from the live model at scrape time.
+"""Prometheus metrics: counted after each commit, gauges read from the committed view at scrape time.
 
 Served at ``/metrics`` on the gateway's HTTP port. Counting happens in a writer listener (after the
 commit, outside the hot path of the OPC UA handler) and costs a few dictionary updates per report.
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.service.writer import Committed, Writer
@@ -26,13 +26,13 @@ class _Live(Collector):
         self.writer = writer
         self.sessions = sessions
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        book = self.writer.model.book
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        view = self.writer.view
         queue = GaugeMetricFamily("cellgw_writer_queue_depth", "Commands waiting for the writer.")
         queue.add_metric([], self.writer.queue_depth)
         yield queue
         counter = GaugeMetricFamily("cellgw_event_log_counter", "Position of the last committed command.")
-        counter.add_metric([], self.writer.counter)
+        counter.add_metric([], view.counter)
         yield counter
         sessions = GaugeMetricFamily("cellgw_opcua_sessions", "Open OPC UA sessions.")
         sessions.add_metric([], self.sessions())
@@ -40,13 +40,29 @@ class _Live(Collector):
         wip = GaugeMetricFamily(
             "cellgw_wip_units", "Units in WIP (started - scrapped - finished) per job.", labels=["job"]
         )
-        for job in book.jobs.values():
+        for job in view.jobs.values():
             if job.wip or job.state.value != "Closed":
                 wip.add_metric([job.id], job.wip)
         yield wip
         audits = GaugeMetricFamily("cellgw_open_lost_audits", "Units flagged for a Lost Audit.")
-        audits.add_metric([], sum(1 for u in book.units.values() if u.audit_flagged))
+        audits.add_metric([], len(view.audits))
         yield audits
+        stats = self.writer.stats
+        internal = CounterMetricFamily(
+            "cellgw_internal_errors", "Commands refused because the gateway failed on them (InternalError)."
+        )
+        internal.add_metric([], stats.internal_errors)
+        yield internal
+        overloaded = CounterMetricFamily(
+            "cellgw_overloaded", "Commands turned away because the writer's queue was full (BadTooManyOperations)."
+        )
+        overloaded.add_metric([], stats.overloaded)
+        yield overloaded
+        behind = CounterMetricFamily(
+            "cellgw_publish_merged_batches", "Committed batches merged because publishing was behind the writer."
+        )
+        behind.add_metric([], self.writer.feed.behind)
+        yield behind
 
 
 class Metrics:
@@ -74,9 +90,9 @@ class Metrics:
         writer.subscribe(self.on_commit)
 
     def on_commit(self, batch: Committed) -> None:
-        stats = self._writer.stats
-        self.batch_size.observe(stats.last_batch_size)
-        self.commit_seconds.observe(stats.last_commit_seconds)
+        for size, seconds in batch.commits:
+            self.batch_size.observe(size)
+            self.commit_seconds.observe(seconds)
         for item in batch.applied:
             command = item.command
             station = command.station if isinstance(command, Report) else command.source

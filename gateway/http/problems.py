@@ -44,6 +44,7 @@ STATUS_OF: dict[Reason, int] = {
     Reason.DUPLICATE_ID: 409,
     Reason.DUPLICATE_SERIAL: 409,
     Reason.ACCESS_DENIED: 403,
+    Reason.INTERNAL: 500,
 }
 
 _TITLES = {
@@ -53,6 +54,7 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict with the current state",
     422: "Invalid request",
+    500: "Internal error",
     503: "Store unavailable",
 }
 

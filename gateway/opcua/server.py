@@ -8,15 +8,19 @@ across restarts.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from asyncua import Node, Server, ua
 from asyncua.common.callback import CallbackType
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import CellConfig
 from gateway.errors import Reason
@@ -36,7 +40,7 @@ from gateway.jobs.commands import (
     SplitJob,
 )
 from gateway.jobs.events import JobStateChanged, LostAuditFlagged, UnitFinished
-from gateway.jobs.model import Job, JobState
+from gateway.jobs.model import JobState
 from gateway.logging import get_logger
 from gateway.opcua.arguments import Arg, Kind, Malformed, argument_descriptions, parse
 from gateway.opcua.events import EventTypes, create_event_types
@@ -47,8 +51,10 @@ from gateway.opcua.identity import (
     current_user,
     session_class,
 )
-from gateway.opcua.status import STORE_UNAVAILABLE, status_of
-from gateway.service.writer import Answer, Committed, StoreUnavailable, Writer
+from gateway.opcua.status import OVERLOADED, STORE_UNAVAILABLE, status_of
+from gateway.service.answers import safe_text
+from gateway.service.views import CellView, JobView
+from gateway.service.writer import Answer, Committed, Overloaded, StoreUnavailable, Writer
 from gateway.tracking.model import Command
 from gateway.tracking.reports import (
     CycleEnded,
@@ -302,6 +308,20 @@ def node_id(ns: int, path: str) -> ua.NodeId:
     return ua.NodeId(path, ns)
 
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_JOBS_CHILDREN = frozenset({"CreateJob", "Release", "Hold", "Resume", "Close", "Split", "Merge"})
+
+
+def job_path(job_id: str) -> str:
+    """The node id path of a job's object: ``Cell/Jobs/<JobId>`` when the id is plain and names no
+    other node there; otherwise a digest of the id, so no id a client chooses can collide with another
+    node or make the address space fail (the browse name is still the id)."""
+    if _PLAIN_ID.fullmatch(job_id) and job_id not in _JOBS_CHILDREN:
+        return f"Cell/Jobs/{job_id}"
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"Cell/Jobs/#{digest}"
+
+
 @dataclass(slots=True)
 class StationNodes:
     node: Node
@@ -339,7 +359,7 @@ JOB_VARIABLES: tuple[tuple[str, ua.VariantType], ...] = (
 )
 
 
-def job_values(job: Job) -> dict[str, Any]:
+def job_values(job: JobView) -> dict[str, Any]:
     return {
         "Part": job.part,
         "Revision": job.revision,
@@ -352,17 +372,20 @@ def job_values(job: Job) -> dict[str, Any]:
         "Wip": job.wip,
         "DueDate": job.due,
         "Priority": job.priority,
-        "Routing": [s.operation for s in job.routing],
-        "RoutingSource": str(job.source),
+        "Routing": list(job.routing),
+        "RoutingSource": job.routing_source,
     }
 
 
 class OpcUaServer:
     """Owns the asyncua server: security, address space, method handlers, tags and publishing."""
 
-    def __init__(self, config: CellConfig, writer: Writer) -> None:
+    def __init__(self, config: CellConfig, writer: Writer, engine: AsyncEngine) -> None:
         self.config = config
         self.writer = writer
+        self.engine = engine  # for reads (Trace); every change goes through the writer
+        self.retention = timedelta(hours=config.server.closed_job_retention_hours)
+        self._closed_since: dict[str, datetime] = {}  # published jobs that are closed: since when
         self.demo = config.server.security_profile == "demo"
         self.iserver = GatewayInternalServer(user_manager=ConfigUserManager(config))
         self.iserver.session_type = session_class(self._may_write, require_secure_channel=not self.demo)
@@ -521,6 +544,9 @@ class OpcUaServer:
             return _invalid_argument(method, built)
         try:
             answer = await self.writer.submit(built, user.name)
+        except Overloaded as exc:
+            log.error("report_not_taken", method=method.name, station=station, event_id=event_id, error=str(exc))
+            return ua.StatusCode(OVERLOADED)
         except StoreUnavailable as exc:
             log.error("report_not_stored", method=method.name, station=station, event_id=event_id, error=str(exc))
             return ua.StatusCode(STORE_UNAVAILABLE)
@@ -562,7 +588,7 @@ class OpcUaServer:
         if isinstance(parsed, Malformed):
             return parsed.result()
         try:
-            found = await trace(self.writer.engine, self.writer.model, parsed[0])
+            found = await trace(self.engine, None, parsed[0])
         except Exception:
             log.exception("trace_failed", serial=parsed[0])
             return ua.StatusCode(ua.StatusCodes.BadInternalError)
@@ -573,11 +599,11 @@ class OpcUaServer:
     # ------------------------------------------------------------------ tags
     def _recorded_tags(self, station_id: str) -> dict[str, Any]:
         """The tag block that matches the station state the gateway has recorded."""
-        recorded = self.writer.model.tracker.stations.get(station_id)
-        pallet = (recorded.pallet or "") if recorded is not None else ""
-        cycle = recorded.cycle if recorded is not None else None
-        active = bool(pallet) and cycle is not None and cycle.pallet == pallet
-        return {"PalletPresent": pallet, "CycleActive": active, "Program": cycle.program if active and cycle else ""}
+        recorded = self.writer.view.stations.get(station_id)
+        pallet = recorded.pallet if recorded is not None else ""
+        if recorded is None or not pallet or recorded.cycle_pallet != pallet:
+            return {"PalletPresent": pallet, "CycleActive": False, "Program": ""}
+        return {"PalletPresent": pallet, "CycleActive": True, "Program": recorded.cycle_program}
 
     def _may_write(self, user: GatewayUser, value: ua.WriteValue) -> bool:
         assert self.space is not None
@@ -620,25 +646,24 @@ class OpcUaServer:
 
     async def _reconcile_tags(self, station: str, actor: str) -> None:
         state = self._tag_state[station]
-        tracker = self.writer.model.tracker
-        recorded = tracker.stations[station]
+        # The committed view: a tag write is reconciled against what the gateway has stored, never
+        # against a batch that is still being committed.
+        recorded = self.writer.view.stations[station]
         present = str(state["PalletPresent"] or "")
         active = bool(state["CycleActive"])
+        cycle_pallet, cycle_program = recorded.cycle_pallet, recorded.cycle_program
         reports: list[Report] = []
         if recorded.pallet and recorded.pallet != present:
-            if recorded.cycle is not None and recorded.cycle.pallet == recorded.pallet and not active:
-                reports.append(
-                    self._tag_report(CycleEnded, station, recorded.pallet, recorded.cycle.program, CycleResult.OK)
-                )
+            if cycle_pallet and cycle_pallet == recorded.pallet and not active:
+                reports.append(self._tag_report(CycleEnded, station, recorded.pallet, cycle_program, CycleResult.OK))
             reports.append(self._tag_report(PalletDeparted, station, recorded.pallet))
         if present and recorded.pallet != present:
             reports.append(self._tag_report(PalletArrived, station, present))
         if present:
-            cycle = recorded.cycle
-            if active and (cycle is None or cycle.pallet != present):
+            if active and cycle_pallet != present:
                 reports.append(self._tag_report(CycleStarted, station, present, str(state["Program"] or "")))
-            elif not active and cycle is not None and cycle.pallet == present:
-                reports.append(self._tag_report(CycleEnded, station, present, cycle.program, CycleResult.OK))
+            elif not active and cycle_pallet and cycle_pallet == present:
+                reports.append(self._tag_report(CycleEnded, station, present, cycle_program, CycleResult.OK))
         for report in reports:
             answer = await self.writer.submit(report, actor)
             if not answer.ok:
@@ -662,25 +687,31 @@ class OpcUaServer:
         await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
 
     async def publish_all(self) -> None:
-        model = self.writer.model
-        await self._publish_stations(set(model.tracker.stations))
-        for job in model.book.jobs.values():
+        view = self.writer.view
+        await self._publish_stations(view, set(view.stations))
+        for job in view.jobs.values():
             await self._publish_job(job)
 
-    async def _publish_stations(self, station_ids: set[str]) -> None:
+    async def _publish_stations(self, view: CellView, station_ids: set[str]) -> None:
         assert self.space is not None
-        tracker = self.writer.model.tracker
         for station_id in station_ids:
             nodes = self.space.stations.get(station_id)
-            if nodes is None:
+            state = view.stations.get(station_id)
+            if nodes is None or state is None:
                 continue
-            state = tracker.stations[station_id]
             await self._write(nodes.state, state.state, ua.VariantType.String)
             await self._write(nodes.pallet, state.pallet, ua.VariantType.String)
-            await self._write(nodes.expected_program, tracker.expected_program(station_id), ua.VariantType.String)
-            await self._write(nodes.load_instruction, tracker.instruction_json(station_id), ua.VariantType.String)
+            await self._write(nodes.expected_program, state.expected_program, ua.VariantType.String)
+            await self._write(nodes.load_instruction, state.load_instruction, ua.VariantType.String)
 
-    async def _publish_job(self, job: Job) -> None:
+    async def _publish_job(self, job: JobView) -> None:
+        """A job's object and variables; one job that cannot be published never stops the others."""
+        try:
+            await self._publish_job_nodes(job)
+        except Exception:
+            log.exception("job_publish_failed", job=safe_text(job.id))
+
+    async def _publish_job_nodes(self, job: JobView) -> None:
         assert self.space is not None
         if not job.shop_floor_visible:
             return
@@ -688,29 +719,48 @@ class OpcUaServer:
         values = job_values(job)
         ns = self.space.namespace_index
         if nodes is None:
-            path = f"Cell/Jobs/{job.id}"
-            obj = await self.space.jobs_folder.add_object(node_id(ns, path), ua.QualifiedName(job.id, ns))
-            nodes = {}
-            for name, vtype in JOB_VARIABLES:
-                initial = values[name] if values[name] is not None else ua.Variant(None, ua.VariantType.Null)
-                nodes[name] = await obj.add_variable(
-                    node_id(ns, f"{path}/{name}"), ua.QualifiedName(name, ns), initial, vtype
+            path = job_path(job.id)
+            name = ua.QualifiedName(safe_text(job.id), ns)
+            obj = await self.space.jobs_folder.add_object(node_id(ns, path), name)
+            nodes = {"": obj}
+            for var_name, vtype in JOB_VARIABLES:
+                initial = values[var_name] if values[var_name] is not None else ua.Variant(None, ua.VariantType.Null)
+                nodes[var_name] = await obj.add_variable(
+                    node_id(ns, f"{path}/{var_name}"), ua.QualifiedName(var_name, ns), initial, vtype
                 )
             await _one_dimension(nodes["Routing"])
             self.space.jobs[job.id] = nodes
-        for name, vtype in JOB_VARIABLES:
-            if values[name] is not None:
-                await self._write(nodes[name], values[name], vtype)
+        for var_name, vtype in JOB_VARIABLES:
+            if values[var_name] is not None:
+                await self._write(nodes[var_name], values[var_name], vtype)
+        if job.state is JobState.CLOSED:
+            self._closed_since.setdefault(job.id, job.closed_at or self.writer.clock.now())
+
+    async def remove_expired_jobs(self, now: datetime) -> list[str]:
+        """Closed jobs' objects leave the address space ``closed_job_retention_hours`` after they closed."""
+        assert self.space is not None
+        expired = [j for j, since in self._closed_since.items() if now - since >= self.retention]
+        for job_id in expired:
+            del self._closed_since[job_id]
+            nodes = self.space.jobs.pop(job_id, None)
+            if nodes is None:
+                continue
+            for node in nodes.values():
+                self._published.pop(node.nodeid, None)
+            try:
+                await self.server.delete_nodes([nodes[""]], recursive=True)
+            except Exception:
+                log.exception("job_node_removal_failed", job=safe_text(job_id))
+        if expired:
+            log.info("closed_jobs_removed_from_address_space", jobs=len(expired))
+        return expired
 
     async def on_commit(self, batch: Committed) -> None:
-        """After a commit: variables, events and the canonical log line of each command."""
-        model = batch.model
-        stations = set(batch.dirty.stations)
-        if batch.dirty.jobs or batch.dirty.units:
-            stations |= {s for s, st in model.tracker.stations.items() if st.pallet}
-        await self._publish_stations(stations)
-        for job_id in batch.dirty.jobs:
-            job = model.book.jobs.get(job_id)
+        """After a commit (in the feed's task): variables from the committed view, events, log lines."""
+        view = batch.view
+        await self._publish_stations(view, batch.stations | {s for s, st in view.stations.items() if st.pallet})
+        for job_id in batch.jobs:
+            job = view.jobs.get(job_id)
             if job is not None:
                 await self._publish_job(job)
         for item in batch.applied:

@@ -27,10 +27,13 @@ STATUS_OF: dict[Reason, int] = {
     Reason.DUPLICATE_ID: _CODES.BadEntryExists,
     Reason.DUPLICATE_SERIAL: _CODES.BadEntryExists,
     Reason.ACCESS_DENIED: _CODES.BadUserAccessDenied,
+    Reason.INTERNAL: _CODES.BadInternalError,
 }
 
 # The store could not commit: nothing was acknowledged; the caller retries with the same EventId.
 STORE_UNAVAILABLE = _CODES.BadResourceUnavailable
+# The writer's queue is full: nothing was taken; the caller retries later with the same EventId.
+OVERLOADED = _CODES.BadTooManyOperations
 
 
 def status_of(reason: Reason) -> ua.StatusCode:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.errors import Refused
+from gateway.errors import Reason, Refused
 from gateway.jobs.commands import COMMAND_TYPES
 from gateway.storage import schema as S
 from gateway.tracking.model import CellModel, Command
@@ -81,6 +81,21 @@ def _value(hint: Any, value: Any) -> Any:
     return value
 
 
+def logged_from_row(row: Any) -> LoggedCommand | None:
+    """The command a log row holds; None for one refused with InternalError (it changed nothing, and
+    its arguments may be stored escaped)."""
+    if row.reason == Reason.INTERNAL.value:
+        return None
+    return LoggedCommand(
+        counter=row.counter,
+        command=command_from_log(row.kind, row.source, row.event_id, row.args, row.source_time),
+        actor=row.actor,
+        received_at=row.received_at,
+        reason=row.reason,
+        outputs=row.answer,
+    )
+
+
 async def logged_commands(engine: AsyncEngine, after: int = 0) -> AsyncIterator[LoggedCommand]:
     """Every logged command after counter ``after``, oldest first, read in pages."""
     page = 1000
@@ -95,14 +110,9 @@ async def logged_commands(engine: AsyncEngine, after: int = 0) -> AsyncIterator[
                 )
             ).all()
             for row in rows:
-                yield LoggedCommand(
-                    counter=row.counter,
-                    command=command_from_log(row.kind, row.source, row.event_id, row.args, row.source_time),
-                    actor=row.actor,
-                    received_at=row.received_at,
-                    reason=row.reason,
-                    outputs=row.answer,
-                )
+                logged = logged_from_row(row)
+                if logged is not None:
+                    yield logged
             if len(rows) < page:
                 return
             after = rows[-1].counter
@@ -119,19 +129,35 @@ async def replay(engine: AsyncEngine, model_factory: Callable[[], CellModel]) ->
     model = model_factory()
     result = ReplayResult()
     async for logged in logged_commands(engine):
-        result.commands += 1
-        try:
-            outcome = model.apply(logged.command, logged.received_at, logged.actor)
-            reason, outputs = None, outcome.outputs
-        except Refused as refused:
-            reason, outputs = refused.reason.value, {}
-        model.drain()
-        if reason != logged.reason or _json(outputs) != _json(logged.outputs):
-            result.mismatches.append(
-                f"#{logged.counter} {logged.command.kind}: logged {logged.reason or 'ok'} {logged.outputs}, "
-                f"replayed {reason or 'ok'} {outputs}"
-            )
+        replay_one(model, logged, result)
     return model, result
+
+
+def replay_rows(rows: Iterable[Any], model_factory: Callable[[], CellModel]) -> tuple[CellModel, ReplayResult]:
+    """The same, over log rows already read (any objects with the log's columns as attributes)."""
+    model = model_factory()
+    result = ReplayResult()
+    for row in sorted(rows, key=lambda r: r.counter):
+        logged = logged_from_row(row)
+        if logged is not None:
+            replay_one(model, logged, result)
+    return model, result
+
+
+def replay_one(model: CellModel, logged: LoggedCommand, result: ReplayResult) -> None:
+    """Apply one logged command again; a different answer is a mismatch."""
+    result.commands += 1
+    try:
+        outcome = model.apply(logged.command, logged.received_at, logged.actor)
+        reason, outputs = None, outcome.outputs
+    except Refused as refused:
+        reason, outputs = refused.reason.value, {}
+    model.drain()
+    if reason != logged.reason or _json(outputs) != _json(logged.outputs):
+        result.mismatches.append(
+            f"#{logged.counter} {logged.command.kind}: logged {logged.reason or 'ok'} {logged.outputs}, "
+            f"replayed {reason or 'ok'} {outputs}"
+        )
 
 
 def _json(value: Any) -> Any:

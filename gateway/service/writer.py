@@ -1,94 +1,65 @@
 """The writer: the one task that changes the cell's state.
 
 Handlers (OPC UA, HTTP, the sweeper) ``submit`` a command and await its answer. The writer takes
-everything queued, applies each command in order to the in-memory :class:`CellModel`, saves the whole
-batch in one transaction (group commit: one commit per batch, not per report, because a commit costs
-several times what the OPC UA call itself costs), and only then answers every caller and tells the
-listeners. A report is idempotent by (source, EventId): a retry gets the stored answer and changes
-nothing; the same EventId with other arguments is refused with DuplicateEventId.
+everything queued, applies each command in order to the in-memory :class:`CellModel`, turns what the
+batch changed into rows and a new committed view, and hands the rows to the store (group commit: one
+transaction per batch). While batch N commits, batch N+1 is applied; N+1 is committed only after N,
+and every caller is answered only once its own batch is committed. Then the batch's view becomes the
+one readers see, and the listeners (OPC UA publishing, metrics) get it in a task of their own
+(:mod:`gateway.service.feed`).
 
-If a commit fails, nothing of the batch was acknowledged: every caller gets :class:`StoreUnavailable`,
-and the writer reloads its state from the database before taking the next batch.
+A report is idempotent by (source, EventId) (:mod:`gateway.service.answers`): a retry gets the stored
+answer and changes nothing; the same EventId with other arguments is refused with DuplicateEventId.
+
+No command can stop the writer or fail another command:
+
+* A command whose applying raises anything but ``Refused`` is undone (the model is reloaded from the
+  store and the batch applied again without it), refused with reason InternalError, logged with its
+  traceback once, and stored in the log like any refusal, so its retry gets the same answer at once.
+* A batch whose commit fails because of its data is split in halves and each half committed alone,
+  down to the one command whose rows cannot be stored, which is then logged as an InternalError
+  refusal; the others are answered as if nothing happened.
+* A commit that fails because the store cannot write at all (disk full, read-only, locked,
+  unreachable) answers its callers :class:`StoreUnavailable`: nothing of it was acknowledged, and
+  they retry with the same EventIds.
+* If N fails, N+1 (already applied) is applied again on the recovered state before anyone is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import Clock
 from gateway.errors import Reason, Refused
 from gateway.jobs.events import JobEvent, UnitsMoved
 from gateway.logging import get_logger
+from gateway.service.answers import AnswerCache, Key, safe_text, safe_value
+from gateway.service.feed import Answer, Applied, Committed, Feed, Listener
+from gateway.service.ports import Store
+from gateway.service.views import CellView, full_view, refresh
 from gateway.storage import rows as R
-from gateway.storage.database import Transactions
-from gateway.storage.store import (
-    DirtySet,
-    LoggedAnswer,
-    count_events,
-    find_answers,
-    last_counter,
-    load_model,
-    recent_answers,
-    save_batch,
-)
+from gateway.storage.batch import BatchRows, DirtySet, batch_rows
+from gateway.storage.store import LoggedAnswer
 from gateway.tracking.anomalies import Flag
 from gateway.tracking.model import CellModel, Command
 from gateway.tracking.reports import Report
 
 log = get_logger(__name__)
 
+__all__ = ["Answer", "Applied", "Committed", "Listener", "Overloaded", "StoreUnavailable", "Writer"]
+
 
 class StoreUnavailable(Exception):
     """The batch holding this command could not be committed: nothing was acknowledged, retry it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What a caller gets back. ``reason`` None means accepted."""
-
-    counter: int
-    kind: str
-    reason: Reason | None
-    message: str
-    outputs: dict[str, Any]
-    flags: tuple[Flag, ...]
-    at: datetime
-    replayed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
-
-
-@dataclass(slots=True)
-class Applied:
-    """One command of a committed batch, for the listeners: what it was, its answer, what it did."""
-
-    command: Command
-    actor: str
-    answer: Answer
-    events: list[JobEvent]
-
-
-@dataclass(slots=True)
-class Committed:
-    """A committed batch. Listeners publish from it (OPC UA variables and events, metrics)."""
-
-    applied: list[Applied]
-    dirty: DirtySet
-    model: CellModel
-
-
-Listener = Callable[[Committed], Awaitable[None] | None]
+class Overloaded(StoreUnavailable):
+    """The writer's queue is full: the command was not taken; retry it later."""
 
 
 @dataclass(slots=True)
@@ -100,11 +71,46 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class _Prepared:
+    """A batch applied to the model and turned into rows and a view, not yet committed."""
+
+    batch: list[_Pending]
+    answers: list[Answer]
+    events: list[list[JobEvent]]
+    logged: list[_Pending]  # the commands that have a log row (not replays)
+    new_keys: list[Key]
+    rows: BatchRows
+    counter: int
+    view: CellView
+    stations: set[str]
+    jobs: set[str]
+
+
+@dataclass(slots=True)
+class _Flight:
+    prepared: _Prepared
+    task: asyncio.Future[None]
+    started: float
+
+
+class _ApplyFailed(Exception):
+    def __init__(self, pending: _Pending, error: BaseException, new_keys: list[Key]) -> None:
+        super().__init__(str(error))
+        self.pending = pending
+        self.error = error
+        self.new_keys = new_keys
+
+
+@dataclass(slots=True)
 class WriterStats:
     batches: int = 0
     commands: int = 0
     replays: int = 0
     refusals: Counter[str] = field(default_factory=Counter)
+    internal_errors: int = 0  # commands refused because the gateway failed on them
+    splits: int = 0  # batches split to find a command whose rows could not be stored
+    overloaded: int = 0  # commands turned away because the queue was full
+    reloads: int = 0
     last_batch_size: int = 0
     last_commit_seconds: float = 0.0
 
@@ -112,43 +118,51 @@ class WriterStats:
 class Writer:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: Store,
         model_factory: Callable[[], CellModel],
         clock: Clock,
         *,
         cache_size: int = 100_000,
         max_batch: int = 1000,
+        max_queue: int = 20_000,
     ) -> None:
-        self.engine = engine
-        self.transactions = Transactions(engine)
+        self.store = store
         self.model_factory = model_factory
         self.model = model_factory()
         self.clock = clock
-        self.cache_size = cache_size
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self.stats = WriterStats()
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._listeners: list[Listener] = []
-        self._answers: OrderedDict[tuple[str, str], LoggedAnswer] = OrderedDict()
-        self._cache_complete = True  # every logged key is in _answers: a miss is a new report
-        self._counter = 0
-        self._ids = itertools.count(1)
-        self._ready = False
-        self._saved_serial_seq = 0
+        self.answers = AnswerCache(cache_size)
+        self.feed = Feed()
+        #: What readers see: the cell as of the last committed batch. Never changed in place.
+        self.view = CellView()
+        self._queue: deque[_Pending] = deque()
+        self._open: dict[int, _Pending] = {}  # submitted and not answered yet, wherever they are
+        self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._counter = 0
+        self._ready = False
+        self._flight: _Flight | None = None
+        self._poisoned: dict[int, str] = {}  # id(pending) -> why it is refused with InternalError
+        self._broken: str | None = None  # the model could not be reloaded: why
+        self._retire: set[str] = set()  # jobs that may leave memory once nothing in flight needs them
+        self._gone: set[str] = set()  # jobs that left memory, to drop from the next view
+        self._saved_serial_seq = 0
 
     # ------------------------------------------------------------------ public face
     def close(self) -> None:
-        """Release the store's writing thread and connection (after run() has ended)."""
-        self.transactions.dispose()
+        """Release the store's thread and connections (after run() has ended)."""
+        self.store.close()
 
     def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        """Called after each commit, in the feed's own task (merged batches when it falls behind)."""
+        self.feed.subscribe(listener)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def counter(self) -> int:
@@ -156,137 +170,398 @@ class Writer:
         return self._counter
 
     async def submit(self, command: Command, actor: str = "") -> Answer:
-        """Queue a command and wait until it is committed (or refused and logged). Never raises Refused."""
+        """Queue a command and wait until it is committed (or refused and logged). Never raises Refused.
+
+        Raises :class:`Overloaded` at once when the queue is full, :class:`StoreUnavailable` when the
+        batch could not be committed.
+        """
         if not self._ready:
             raise RuntimeError("the writer is not loaded yet")
+        if len(self._queue) >= self.max_queue:
+            self.stats.overloaded += 1
+            raise Overloaded(f"the gateway is overloaded: {len(self._queue)} commands are waiting; retry later")
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._idle.clear()
-        self._queue.put_nowait(_Pending(command, actor, self.clock.now(), future))
+        pending = _Pending(command, actor, self.clock.now(), future)
+        self._open[id(pending)] = pending
+        self._queue.append(pending)
+        self._arrived.set()
         return await future
 
     async def wait_idle(self) -> None:
-        """Until everything submitted so far is committed and answered."""
+        """Until everything submitted so far is committed, answered and handed to the listeners."""
         await self._idle.wait()
+        await self.feed.wait_idle()
 
     async def load(self) -> None:
-        """Build the model from config and fill it from the store; warm the idempotency cache."""
-        model = self.model_factory()
-        async with self.engine.connect() as conn:
-            await load_model(conn, model)
-            self._counter = await last_counter(conn)
-            recent = await recent_answers(conn, self.cache_size)
-            total = await count_events(conn)
-        self.model = model
-        self._saved_serial_seq = model.tracker.serial_seq
-        self._answers = OrderedDict(recent)
-        self._cache_complete = total <= self.cache_size
+        """Build the model from config and fill it with the live state; warm the idempotency cache."""
+        await self._load()
         self._ready = True
         log.info(
             "state_loaded",
-            jobs=len(model.book.jobs),
-            units=len(model.book.units),
+            jobs=len(self.model.book.jobs),
+            units=len(self.model.book.units),
             counter=self._counter,
-            cached_answers=len(self._answers),
+            cached_answers=len(self.answers),
         )
 
+    async def _load(self) -> None:
+        model = self.model_factory()
+        loaded = await self.store.load(model, self.answers.size)
+        self.model = model
+        self._counter = loaded.counter
+        self._saved_serial_seq = model.tracker.serial_seq
+        self.answers.warm(loaded.recent, loaded.total)
+        self.view = full_view(model, self._counter)
+        self._retire.clear()
+        self._gone.clear()
+        self._broken = None
+
     async def run(self) -> None:
-        """Take batches until cancelled. Cancelling fails whatever is still queued, uncommitted."""
+        """Take batches until cancelled. Cancelling commits what is in flight and fails what is queued."""
+        feed = asyncio.create_task(self.feed.run(), name="writer-feed")
         try:
             while True:
-                first = await self._queue.get()
-                batch = [first]
-                while len(batch) < self.max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._process(batch)
-                if self._queue.empty():
-                    self._idle.set()
+                try:
+                    await self._cycle()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a defect of the writer itself: fail its callers, never stop
+                    log.exception("writer_cycle_failed", error=str(exc))
+                    await self._abandon(f"the gateway failed while committing: {exc}")
         finally:
-            while not self._queue.empty():
-                pending = self._queue.get_nowait()
-                if not pending.future.done():
-                    pending.future.set_exception(StoreUnavailable("the gateway is shutting down"))
+            await self._shutdown()
+            feed.cancel()
+            await asyncio.gather(feed, return_exceptions=True)
+
+    # ------------------------------------------------------------------ the loop
+    async def _cycle(self) -> None:
+        if self._flight is None:
+            if not self._queue:
+                self._idle.set()
+                self._arrived.clear()
+                await self._arrived.wait()
+        elif not self._queue:
+            self._arrived.clear()
+            arrived: asyncio.Future[Any] = asyncio.ensure_future(self._arrived.wait())
+            waits: set[asyncio.Future[Any]] = {self._flight.task, arrived}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+            if not self._queue:
+                await self._settle()
+                return
+        batch = self._take()
+        if self._broken is not None:
+            await self._reload()
+        prepared = await self._prepare(batch)
+        if self._flight is not None and not await self._settle():
+            # The batch in flight failed and the state was recovered; this one had been applied on
+            # top of it: apply it again (nobody of it was answered yet).
+            if prepared is not None:
+                self.answers.forget(prepared.new_keys)
+            prepared = await self._prepare(batch)
+        if prepared is not None:
+            self._launch(prepared)
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._queue and len(batch) < self.max_batch:
+            batch.append(self._queue.popleft())
+        return batch
+
+    def _launch(self, prepared: _Prepared) -> None:
+        """Start committing a prepared batch (nothing is in flight now)."""
+        self._retire_done(exclude=prepared.jobs)
+        if prepared.rows:
+            task: asyncio.Future[None] = asyncio.ensure_future(self.store.commit(prepared.rows))
+        else:
+            task = asyncio.get_running_loop().create_future()
+            task.set_result(None)
+        self._flight = _Flight(prepared, task, asyncio.get_running_loop().time())
+
+    async def _settle(self) -> bool:
+        """Wait for the batch in flight; answer it if committed. False if it failed (state recovered)."""
+        flight = self._flight
+        assert flight is not None
+        try:
+            await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            raise  # _shutdown settles it
+        except Exception as exc:
+            self._flight = None
+            await self._commit_failed(flight.prepared, exc)
+            return False
+        self._flight = None
+        self._committed(flight.prepared, asyncio.get_running_loop().time() - flight.started)
+        return True
 
     # ------------------------------------------------------------------ one batch
-    async def _process(self, batch: Sequence[_Pending]) -> None:
-        if not self._cache_complete:
-            await self._fetch_older_answers(batch)
-        applied: list[tuple[_Pending, Applied]] = []
+    async def _prepare(self, batch: list[_Pending]) -> _Prepared | None:
+        """Look up what the batch needs, then apply it; a command that fails is undone and refused."""
+        while True:
+            batch = [p for p in batch if not p.future.done()]
+            if not batch:
+                return None
+            if self._broken is not None:
+                self._fail(batch, StoreUnavailable(f"the store cannot be read: {self._broken}"))
+                return None
+            if not await self._lookups(batch):
+                return None
+            try:
+                return self._apply_all(batch)
+            except _ApplyFailed as failed:
+                command = failed.pending.command
+                log.error(
+                    "command_failed",
+                    kind=command.kind,
+                    source=command.source,
+                    actor=failed.pending.actor,
+                    error=f"{type(failed.error).__name__}: {failed.error}",
+                    exc_info=failed.error,
+                )
+                self.stats.internal_errors += 1
+                self._poisoned[id(failed.pending)] = _internal_message(failed.error)
+                self.answers.forget(failed.new_keys)
+                # Undo: back to the committed state (after the batch in flight, whatever its fate),
+                # then apply the batch again with that command refused.
+                if self._flight is not None and not await self._settle():
+                    continue  # the batch in flight failed, and its recovery reloaded the state
+                await self._reload()
+
+    async def _lookups(self, batch: list[_Pending]) -> bool:
+        """Stored answers of older reports, and entities that left memory, that the batch names."""
+        try:
+            await self._look_up(batch)
+            return True
+        except Exception as exc:
+            if self.store.is_outage(exc):
+                log.error("lookup_failed", error=str(exc), size=len(batch))
+                self._fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
+                return False
+        # Not the store: one of the commands. Look up each alone; the ones that fail are refused.
+        for pending in batch:
+            if id(pending) in self._poisoned:
+                continue
+            try:
+                await self._look_up([pending])
+            except Exception as exc:
+                log.error("lookup_failed", kind=pending.command.kind, source=pending.command.source, exc_info=exc)
+                self.stats.internal_errors += 1
+                self._poisoned[id(pending)] = _internal_message(exc)
+        return True
+
+    async def _look_up(self, batch: list[_Pending]) -> None:
+        keys = [_report_key(p.command) for p in batch if isinstance(p.command, Report) and id(p) not in self._poisoned]
+        missing = self.answers.missing(keys)
+        if missing:
+            self.answers.found(await self.store.find_answers(missing))
+        references = getattr(self.model, "references", None)
+        if references is None:
+            return
+        job_ids: set[str] = set()
+        serials: set[str] = set()
+        for pending in batch:
+            if id(pending) not in self._poisoned:
+                jobs, units = references(pending.command)
+                job_ids |= jobs
+                serials |= units
+        if job_ids or serials:
+            jobs_found, units_found = await self.store.fetch(job_ids, serials)
+            if jobs_found or units_found:
+                self.model.adopt(jobs_found, units_found)
+                self._retire.update(j.id for j in jobs_found)
+
+    def _apply_all(self, batch: list[_Pending]) -> _Prepared:
+        base = self._flight.prepared if self._flight is not None else None
+        counter = base.counter if base is not None else self._counter
+        answers: list[Answer] = []
+        events: list[list[JobEvent]] = []
+        logged: list[_Pending] = []
+        new_keys: list[Key] = []
         log_rows: list[dict[str, Any]] = []
         history: dict[str, list[dict[str, Any]]] = {"unit_scans": [], "job_transitions": [], "unit_events": []}
-        dirty = DirtySet.empty()
-        new_keys: list[tuple[str, str]] = []
-        counter = self._counter
+        dirty = DirtySet()
         for pending in batch:
-            answer = self._replay(pending)
-            if answer is not None:
-                applied.append((pending, Applied(pending.command, pending.actor, answer, [])))
+            replayed = self._replay(pending)
+            if replayed is not None:
+                answers.append(replayed)
+                events.append([])
                 continue
             counter += 1
-            answer, events = self._apply(pending, counter)
+            poison = self._poisoned.get(id(pending))
+            if poison is not None:
+                answer = Answer(counter, pending.command.kind, Reason.INTERNAL, poison, {}, (), pending.received_at)
+                done: list[JobEvent] = []
+            else:
+                try:
+                    answer, done = self._apply(pending, counter)
+                except Exception as exc:
+                    raise _ApplyFailed(pending, exc, new_keys) from exc
             key = self._key(pending.command, counter)
-            log_rows.append(self._log_row(pending, key, answer))
+            log_rows.append(self._log_row(pending, key, answer, safe=poison is not None))
             self._remember(key, pending.command, answer)
             new_keys.append(key)
-            self._collect(events, counter, history)
+            self._collect(done, counter, history)
             self._merge_dirty(dirty, counter)
-            applied.append((pending, Applied(pending.command, pending.actor, answer, events)))
-        started = asyncio.get_running_loop().time()
-        try:
-            if log_rows:
-                await self._save(log_rows, history, dirty)
-        except Exception as exc:
-            log.exception("batch_commit_failed", size=len(batch), error=str(exc))
-            try:
-                # The model goes back to the committed state before anyone is told of the failure.
-                await self._recover(new_keys)
-            finally:
-                for pending, _ in applied:
-                    if not pending.future.done():
-                        pending.future.set_exception(StoreUnavailable(f"the store could not commit: {exc}"))
-            _stop_if_cancelled()
-            return
-        self._counter = counter
+            answers.append(answer)
+            events.append(done)
+            logged.append(pending)
+        rows = batch_rows(self.model, log_rows, history, dirty)
+        units = self.model.book.units
+        jobs = dirty.jobs | {units[s].job_id for s in dirty.units if s in units}
+        gone, self._gone = self._gone, set()
+        view = refresh(
+            base.view if base is not None else self.view,
+            self.model,
+            counter,
+            stations=dirty.stations,
+            jobs=jobs,
+            units=bool(dirty.units),
+            gone=gone,
+        )
+        return _Prepared(
+            batch, answers, events, logged, new_keys, rows, counter, view, set(dirty.stations), jobs | gone
+        )
+
+    def _committed(self, prepared: _Prepared, seconds: float) -> None:
+        self._counter = prepared.counter
+        self.view = prepared.view
         self.stats.batches += 1
-        self.stats.last_batch_size = len(batch)
-        self.stats.last_commit_seconds = asyncio.get_running_loop().time() - started
-        for pending, item in applied:
+        self.stats.last_batch_size = len(prepared.batch)
+        self.stats.last_commit_seconds = seconds
+        applied: list[Applied] = []
+        for pending, answer, done in zip(prepared.batch, prepared.answers, prepared.events, strict=True):
+            self._poisoned.pop(id(pending), None)
             self.stats.commands += 1
-            if item.answer.replayed:
+            if answer.replayed:
                 self.stats.replays += 1
-            elif item.answer.reason is not None:
-                self.stats.refusals[item.answer.reason.value] += 1
+            elif answer.reason is not None:
+                self.stats.refusals[answer.reason.value] += 1
+            self._open.pop(id(pending), None)
             if not pending.future.done():
-                pending.future.set_result(item.answer)
-        committed = Committed([item for _, item in applied], dirty, self.model)
-        if self._listeners and not _cancelled():
-            # One turn of the loop: the callers' handlers send their answers before the listeners
-            # publish variables and events and write the log lines (all of it after the commit).
-            with contextlib.suppress(asyncio.CancelledError):  # then stop, after the listeners below
-                await asyncio.sleep(0)
-        for listener in self._listeners:
-            try:
-                result = listener(committed)
-                if result is not None:
-                    await result
-            except Exception:
-                log.exception("listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
-        _stop_if_cancelled()
+                pending.future.set_result(answer)
+            applied.append(Applied(pending.command, pending.actor, answer, done))
+        self._retire |= prepared.jobs
+        self.feed.push(
+            Committed(
+                applied, set(prepared.stations), set(prepared.jobs), prepared.view, [(len(prepared.batch), seconds)]
+            )
+        )
 
-    async def _save(
-        self, log_rows: list[dict[str, Any]], history: dict[str, list[dict[str, Any]]], dirty: DirtySet
-    ) -> None:
-        """Commit the batch. Stopped meanwhile, it still waits for the store's thread to finish the
-        transaction, so every caller in the batch hears what really happened; the caller then stops."""
-        commit = asyncio.ensure_future(self.transactions.run(save_batch, log_rows, history, self.model, dirty))
+    def _retire_done(self, exclude: set[str]) -> None:
+        """Closed jobs with nothing left in the cell leave memory (their history stays in the store)."""
+        retire = getattr(self.model, "retire", None)
+        if not self._retire or retire is None:
+            return
+        candidates = self._retire - exclude
+        self._retire &= exclude
+        gone: list[str] = retire(candidates)
+        self._gone.update(gone)
+
+    # ------------------------------------------------------------------ failures
+    async def _commit_failed(self, prepared: _Prepared, exc: BaseException) -> None:
+        """The model goes back to the committed state before anyone hears of the failure."""
+        self.answers.forget(prepared.new_keys)
+        outage = self.store.is_outage(exc)
+        log.error(
+            "batch_commit_failed",
+            size=len(prepared.batch),
+            error=f"{type(exc).__name__}: {exc}",
+            outage=outage,
+            exc_info=None if outage else exc,
+        )
+        if not await self._reload():
+            self._fail(prepared.batch, StoreUnavailable(f"the store could not commit: {exc}"))
+            return
+        if outage or not prepared.logged:
+            self._fail(prepared.batch, StoreUnavailable(f"the store could not commit: {exc}"))
+            return
+        await self._isolate(prepared, exc)
+
+    async def _isolate(self, prepared: _Prepared, exc: BaseException) -> None:
+        """Find the command whose rows cannot be stored: halves committed alone, down to one command."""
+        if len(prepared.logged) == 1:
+            culprit = prepared.logged[0]
+            if id(culprit) in self._poisoned:  # even its refusal cannot be stored
+                self._fail(prepared.batch, StoreUnavailable(f"the store could not commit: {exc}"))
+                return
+            log.error(
+                "command_not_storable",
+                kind=culprit.command.kind,
+                source=culprit.command.source,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self.stats.internal_errors += 1
+            self._poisoned[id(culprit)] = _internal_message(exc, stored=False)
+            await self._alone(prepared.batch)
+            return
+        self.stats.splits += 1
+        batch = prepared.batch
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            await self._alone(half)
+
+    async def _alone(self, batch: list[_Pending]) -> None:
+        """Apply and commit a batch with nothing else in flight (isolating a failure)."""
+        prepared = await self._prepare(batch)
+        if prepared is None:
+            return
+        started = asyncio.get_running_loop().time()
+        self._retire_done(exclude=prepared.jobs)
         try:
-            await asyncio.shield(commit)
+            if prepared.rows:
+                await asyncio.shield(self.store.commit(prepared.rows))
         except asyncio.CancelledError:
-            await asyncio.wait([commit])
-            commit.result()
+            raise
+        except Exception as exc:
+            await self._commit_failed(prepared, exc)
+            return
+        self._committed(prepared, asyncio.get_running_loop().time() - started)
 
-    def _key(self, command: Command, counter: int) -> tuple[str, str]:
+    async def _reload(self) -> bool:
+        """The model again from the store. False (and the writer refuses to apply) if it cannot be read."""
+        self.stats.reloads += 1
+        try:
+            await self._load()
+            return True
+        except Exception as exc:
+            self._broken = f"{type(exc).__name__}: {exc}"
+            log.exception("state_reload_failed", error=self._broken)
+            return False
+
+    def _fail(self, batch: Iterable[_Pending], error: Exception) -> None:
+        for pending in list(batch):
+            self._poisoned.pop(id(pending), None)
+            self._open.pop(id(pending), None)
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    async def _abandon(self, why: str) -> None:
+        """After a defect in the writer's own code: what it had taken is failed, the state reloaded."""
+        flight, self._flight = self._flight, None
+        if flight is not None:
+            await asyncio.gather(flight.task, return_exceptions=True)
+        queued = {id(p) for p in self._queue}
+        self._fail([p for k, p in self._open.items() if k not in queued], StoreUnavailable(why))
+        await self._reload()
+
+    async def _shutdown(self) -> None:
+        """Stopping: the batch in flight is waited for, so its callers hear what really happened."""
+        flight, self._flight = self._flight, None
+        if flight is not None:
+            await asyncio.wait([flight.task])
+            if not flight.task.cancelled() and flight.task.exception() is None:
+                self._committed(flight.prepared, 0.0)
+        self._queue.clear()
+        self._fail(self._open.values(), StoreUnavailable("the gateway is shutting down"))
+        self._idle.set()
+
+    # ------------------------------------------------------------------ one command
+    def _key(self, command: Command, counter: int) -> Key:
         if isinstance(command, Report):
-            return (command.source, command.event_id)
+            return _report_key(command)
         return (command.source, f"{command.kind}#{counter}")
 
     def _replay(self, pending: _Pending) -> Answer | None:
@@ -294,12 +569,11 @@ class Writer:
         command = pending.command
         if not isinstance(command, Report):
             return None
-        stored = self._answers.get((command.source, command.event_id))
+        stored = self.answers.get(_report_key(command))
         if stored is None:
             return None
-        self._answers.move_to_end((command.source, command.event_id))
-        if stored.kind == command.kind and stored.args == command.arguments():
-            answer = Answer(
+        if stored.kind == command.kind and _same_arguments(stored.args, command.arguments()):
+            return Answer(
                 counter=stored.counter,
                 kind=stored.kind,
                 reason=Reason(stored.reason) if stored.reason else None,
@@ -309,14 +583,13 @@ class Writer:
                 at=pending.received_at,
                 replayed=True,
             )
-            return answer
         return Answer(
             counter=0,
             kind=command.kind,
             reason=Reason.DUPLICATE_EVENT_ID,
             message=(
-                f"EventId {command.event_id!r} of {command.source} was used at log position {stored.counter} "
-                f"for another report ({stored.kind} {stored.args}); a new report needs a new EventId"
+                f"EventId {safe_text(command.event_id)!r} of {safe_text(command.source)} was used at log position "
+                f"{stored.counter} for another report ({stored.kind} {stored.args}); a new report needs a new EventId"
             ),
             outputs={},
             flags=(),
@@ -336,51 +609,40 @@ class Writer:
         self.model.book.events = []
         return Answer(counter, command.kind, None, "", outcome.outputs, outcome.flags, outcome.at), events
 
-    def _log_row(self, pending: _Pending, key: tuple[str, str], answer: Answer) -> dict[str, Any]:
+    def _log_row(self, pending: _Pending, key: Key, answer: Answer, *, safe: bool) -> dict[str, Any]:
         command = pending.command
         source_time = command.source_time if isinstance(command, Report) else None
+        args = command.arguments()
         return {
             "counter": answer.counter,
             "source": key[0],
             "event_id": key[1],
             "kind": command.kind,
-            "args": command.arguments(),
+            "args": safe_value(args) if safe else args,
             "source_time": source_time,
             "received_at": pending.received_at,
-            "actor": pending.actor,
+            "actor": safe_text(pending.actor) if safe else pending.actor,
             "reason": answer.reason.value if answer.reason else None,
             "message": answer.message,
             "answer": answer.outputs,
             "flags": [f.to_json() for f in answer.flags],
         }
 
-    def _remember(self, key: tuple[str, str], command: Command, answer: Answer) -> None:
+    def _remember(self, key: Key, command: Command, answer: Answer) -> None:
         if not isinstance(command, Report):
             return
-        self._answers[key] = LoggedAnswer(
-            counter=answer.counter,
-            kind=command.kind,
-            args=command.arguments(),
-            reason=answer.reason.value if answer.reason else None,
-            message=answer.message,
-            outputs=answer.outputs,
-            flags=[f.to_json() for f in answer.flags],
+        self.answers.add(
+            key,
+            LoggedAnswer(
+                counter=answer.counter,
+                kind=command.kind,
+                args=command.arguments(),
+                reason=answer.reason.value if answer.reason else None,
+                message=answer.message,
+                outputs=answer.outputs,
+                flags=[f.to_json() for f in answer.flags],
+            ),
         )
-        while len(self._answers) > self.cache_size:
-            self._answers.popitem(last=False)
-            self._cache_complete = False
-
-    async def _fetch_older_answers(self, batch: Sequence[_Pending]) -> None:
-        missing = {
-            (p.command.source, p.command.event_id)
-            for p in batch
-            if isinstance(p.command, Report) and (p.command.source, p.command.event_id) not in self._answers
-        }
-        if not missing:
-            return
-        found = await self.transactions.run(find_answers, missing)
-        for key, stored in found.items():
-            self._answers[key] = stored
 
     def _collect(self, events: list[JobEvent], counter: int, history: dict[str, list[dict[str, Any]]]) -> None:
         for event in events:
@@ -403,22 +665,18 @@ class Writer:
         if changes.serial_seq != self._saved_serial_seq:  # saved only when a serial was generated
             dirty.serial_seq = self._saved_serial_seq = changes.serial_seq
 
-    async def _recover(self, new_keys: Sequence[tuple[str, str]]) -> None:
-        for key in new_keys:
-            self._answers.pop(key, None)
-        try:
-            await self.load()
-        except Exception:
-            log.exception("state_reload_failed")
-            raise
+
+def _report_key(command: Report) -> Key:
+    return (safe_text(command.source), safe_text(command.event_id))
 
 
-def _cancelled() -> bool:
-    """Whether the running task has been asked to stop (a cancellation caught to finish a batch)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+def _same_arguments(stored: dict[str, Any], given: dict[str, Any]) -> bool:
+    return stored == given or stored == safe_value(given)
 
 
-def _stop_if_cancelled() -> None:
-    if _cancelled():
-        raise asyncio.CancelledError
+def _internal_message(error: BaseException, *, stored: bool = True) -> str:
+    what = "could not be processed" if stored else "could not be stored"
+    return safe_text(
+        f"the gateway failed on this command ({type(error).__name__}: {error}); it {what}, nothing of it "
+        "changed the cell, and it is logged as refused (retrying it gets this same answer)"
+    )[:2000]

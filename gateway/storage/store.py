@@ -1,33 +1,37 @@
-"""Saving and loading the cell's state with SQLAlchemy Core.
+"""Loading the cell's state and looking up stored answers with SQLAlchemy Core.
 
-The writer runs :func:`save_batch` once per batch, inside one transaction, as synchronous code: on the
-store's own thread for SQLite, through ``run_sync`` for async drivers (``database.Transactions``).
-Upserts use each backend's own ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL share the
-syntax and SQLAlchemy's API), so no SQLite-only SQL is needed.
+What a batch writes is built in :mod:`gateway.storage.batch` and written by
+:func:`gateway.storage.batch.write_batch`; :mod:`gateway.storage.sql_store` puts both behind the
+writer's storage port. Nothing here is SQLite-only SQL.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Table, TextualSelect, and_, delete, func, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, TextualSelect, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.jobs.book import job_number
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
 from gateway.orders.costs import unit_cost
-from gateway.orders.model import AuditEntry, OrderBook, OrderChanges
+from gateway.orders.model import OrderBook
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.tracking.model import CellModel
 
 Row = dict[str, Any]
+
+
+def chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    """``values`` in slices of at most ``size``: the parameters of one ``IN (...)`` each."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,164 +45,6 @@ class LoggedAnswer:
     message: str
     outputs: dict[str, Any]
     flags: list[dict[str, Any]]
-
-
-_HISTORY_TABLES: Mapping[str, Table] = {
-    "unit_scans": S.unit_scans,
-    "job_transitions": S.job_transitions,
-    "unit_events": S.unit_events,
-}
-
-
-@functools.cache
-def _upsert_statement(dialect: str, table: Table) -> Executable:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for every column, built once per dialect and table.
-
-    Building the construct costs more than executing it for a one-row batch; the writer saves a few
-    tables per batch, so the statements are made once and reused (SQLAlchemy caches their SQL).
-    """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=update)
-
-
-def upsert(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    conn.execute(_upsert_statement(conn.dialect.name, table), list(rows))
-
-
-def save_batch(
-    conn: Connection,
-    log_rows: Sequence[Row],
-    history: Mapping[str, Sequence[Row]],
-    model: CellModel,
-    dirty: DirtySet,
-) -> None:
-    """Everything one batch changed, in one transaction (the caller commits)."""
-    if log_rows:
-        conn.execute(S.cell_events.insert(), list(log_rows))
-    for name, rows in history.items():
-        if rows:
-            conn.execute(_HISTORY_TABLES[name].insert(), list(rows))
-    book, tracker = model.book, model.tracker
-    upsert(conn, S.part_specs, [R.spec_row(book.specs[k]) for k in dirty.specs])
-    upsert(conn, S.routing_templates, [R.template_row(book.templates[k]) for k in dirty.templates])
-    upsert(conn, S.jobs, [R.job_row(book.jobs[k]) for k in dirty.jobs])
-    upsert(conn, S.units, [R.unit_row(book.units[k]) for k in dirty.units])
-    upsert(conn, S.pallets, [R.pallet_row(tracker.pallets[k]) for k in dirty.pallets])
-    upsert(conn, S.stations, [R.station_row(tracker.stations[k]) for k in dirty.stations])
-    if dirty.serial_seq is not None:
-        upsert(conn, S.gateway_meta, [{"key": "serial_seq", "value": str(dirty.serial_seq)}])
-    if dirty.orders:
-        _save_orders(conn, model, dirty.orders)
-
-
-@dataclass(slots=True)
-class DirtySet:
-    """Entities changed over a whole batch: each saved once, in its final state."""
-
-    specs: set[tuple[str, str]]
-    templates: set[str]
-    jobs: set[str]
-    units: set[str]
-    pallets: set[str]
-    stations: set[str]
-    serial_seq: int | None = None
-    orders: OrderDirty = field(default_factory=lambda: OrderDirty())
-
-    @classmethod
-    def empty(cls) -> DirtySet:
-        return cls(set(), set(), set(), set(), set(), set())
-
-    def __bool__(self) -> bool:
-        return bool(self.specs or self.templates or self.jobs or self.units or self.pallets or self.stations) or (
-            self.serial_seq is not None or bool(self.orders)
-        )
-
-
-@dataclass(slots=True)
-class OrderDirty:
-    """Orders changed over a whole batch; audit entries with the log position of their command."""
-
-    bookings: set[str] = field(default_factory=set)
-    workorders: set[str] = field(default_factory=set)
-    table: bool = False
-    schedules: list[str] = field(default_factory=list)
-    audit: list[tuple[AuditEntry, int | None]] = field(default_factory=list)
-    generated: int | None = None
-
-    def merge(self, changes: OrderChanges, counter: int | None = None) -> None:
-        if not changes:
-            return
-        self.bookings |= changes.bookings
-        self.workorders |= changes.workorders
-        self.table = self.table or changes.table
-        self.schedules.extend(changes.schedules)
-        self.audit.extend((entry, counter) for entry in changes.audit)
-        self.generated = changes.generated
-
-    def __bool__(self) -> bool:
-        return bool(self.bookings or self.workorders or self.table or self.schedules or self.audit)
-
-
-def _save_orders(conn: Connection, model: CellModel, dirty: OrderDirty) -> None:
-    """Rows of the changed bookings, workorders and table, new schedules and audit entries.
-
-    A changed booking or workorder has its part (and serial) rows replaced: all deletions run before
-    any insert, so a serial that moved between two workorders in one batch never collides with itself.
-    """
-    orders = model.orders
-    bookings = sorted(dirty.bookings)
-    workorders = sorted(dirty.workorders)
-    for chunk in _chunks(bookings):
-        conn.execute(delete(S.booking_parts).where(S.booking_parts.c.booking_id.in_(chunk)))
-    for chunk in _chunks(workorders):
-        conn.execute(delete(S.workorder_serials).where(S.workorder_serials.c.workorder_id.in_(chunk)))
-        conn.execute(delete(S.workorder_parts).where(S.workorder_parts.c.workorder_id.in_(chunk)))
-    present = {b.id: b for b in orders.bookings if b.id in dirty.bookings}
-    removed = [b for b in bookings if b not in present]
-    for chunk in _chunks(removed):
-        conn.execute(delete(S.bookings).where(S.bookings.c.booking_id.in_(chunk)))
-    upsert(conn, S.bookings, [O.booking_row(b) for b in present.values()])
-    part_rows = [row for b in present.values() for row in O.booking_part_rows(b)]
-    if part_rows:
-        conn.execute(S.booking_parts.insert(), part_rows)
-    changed = [orders.workorder(w) for w in workorders]
-    upsert(conn, S.workorders, [O.workorder_row(w) for w in changed])
-    rows = [row for w in changed for row in O.workorder_part_rows(w)]
-    if rows:
-        conn.execute(S.workorder_parts.insert(), rows)
-    rows = [row for w in changed for row in O.workorder_serial_rows(w)]
-    if rows:
-        conn.execute(S.workorder_serials.insert(), rows)
-    # The cost report is taken when a workorder is filled; a filled workorder never changes again.
-    upsert(conn, S.workorder_results, [O.result_row(O.report_for(w, model.book)) for w in changed if w.filled])
-    if dirty.table:
-        conn.execute(delete(S.scheduled_parts_without_bookings))
-        table = orders.scheduled_without_bookings
-        if table:
-            conn.execute(
-                S.scheduled_parts_without_bookings.insert(),
-                [{"part_name": p, "quantity": q} for p, q in sorted(table.items())],
-            )
-    for schedule_id in dirty.schedules:
-        schedule = orders.schedule(schedule_id)
-        conn.execute(S.schedules.insert(), [O.schedule_row(schedule)])
-        lines = O.schedule_line_rows(schedule)
-        if lines:
-            conn.execute(S.schedule_lines.insert(), lines)
-    if dirty.audit:
-        conn.execute(S.order_audit.insert(), [O.audit_row(entry, counter) for entry, counter in dirty.audit])
-    if dirty.generated is not None:
-        upsert(conn, S.gateway_meta, [{"key": "orders_generated", "value": str(dirty.generated)}])
-
-
-def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -243,7 +89,7 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
     live = select(units.c.job_id).where(units.c.status.in_(_LIVE_STATUSES)).distinct()
     wanted.update(row.job_id for row in await conn.execute(live))
     on_pallets = sorted({s for p in tables["pallets"] if p.id in tracker.pallets for s in p.units})
-    for chunk in _chunks(on_pallets):
+    for chunk in chunks(on_pallets):
         wanted.update(row.job_id for row in await conn.execute(select(units.c.job_id).where(units.c.serial.in_(chunk))))
     # Serials given by hand that the counter has yet to generate: few, found among the serials that
     # start like a generated one and sort after the counter's (a wider superset, then the exact test).
@@ -254,12 +100,12 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
         or_(length > len(current), and_(length == len(current), units.c.serial > current)),
     )
     wanted.update(row.job_id for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
-    for chunk in _chunks(sorted(wanted - kept)):
+    for chunk in chunks(sorted(wanted - kept)):
         job_rows.extend(await conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
     tables["jobs"] = job_rows
 
     unit_rows: list[Any] = []
-    for chunk in _chunks(sorted(row.id for row in job_rows)):
+    for chunk in chunks(sorted(row.id for row in job_rows)):
         unit_rows.extend(await conn.execute(select(units).where(units.c.job_id.in_(chunk))))
     # The units of serials in unfilled workorders, for the times their cost reports are made of.
     held = {row.serial for row in unit_rows}
@@ -381,15 +227,15 @@ def fetch_retired(conn: Connection, job_ids: Iterable[str], serials: Iterable[st
     """
     units, jobs = S.units, S.jobs
     wanted = dict.fromkeys(job_ids)
-    for chunk in _chunks(sorted(set(serials))):
+    for chunk in chunks(sorted(set(serials))):
         wanted.update(
             dict.fromkeys(row.job_id for row in conn.execute(select(units.c.job_id).where(units.c.serial.in_(chunk))))
         )
     found: list[Job] = []
-    for chunk in _chunks(list(wanted)):
+    for chunk in chunks(list(wanted)):
         found.extend(R.job_from(row) for row in conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
     their_units: list[Unit] = []
-    for chunk in _chunks([job.id for job in found]):
+    for chunk in chunks([job.id for job in found]):
         their_units.extend(R.unit_from(row) for row in conn.execute(select(units).where(units.c.job_id.in_(chunk))))
     return found, their_units
 

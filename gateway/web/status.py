@@ -15,35 +15,34 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.jobs.model import JobState
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.service import queries
+from gateway.service.views import CellView
 from gateway.service.writer import Writer
 
 # The writer is "stalled" when commands wait and nothing was committed for this long.
 STALL_SECONDS = 10.0
 
 
-def live_status(writer: Writer, now: datetime) -> dict[str, Any]:
-    """The cell from the writer's in-memory model: what the shop-floor screen shows."""
-    model = writer.model
-    tracker, book = model.tracker, model.book
-    stations = []
-    for station_id, state in sorted(tracker.stations.items()):
-        units = [book.units[s] for s in tracker.pallets[state.pallet].units if s in book.units] if state.pallet else []
-        stations.append(
-            {
-                "station": station_id,
-                "kind": book.layout.stations[station_id].kind,
-                "state": state.state,
-                "pallet": state.pallet,
-                "jobs": sorted({u.job_id for u in units if u.live}),
-                "program": state.cycle.program if state.cycle else "",
-            }
-        )
+def live_status(view: CellView, now: datetime) -> dict[str, Any]:
+    """The cell from the writer's committed view: what the shop-floor screen shows."""
+    stations = [
+        {
+            "station": st.id,
+            "kind": st.kind,
+            "state": st.state,
+            "pallet": st.pallet,
+            "jobs": list(st.jobs),
+            "program": st.cycle_program,
+        }
+        for _, st in sorted(view.stations.items())
+    ]
     jobs = []
-    for job in sorted(book.jobs.values(), key=lambda j: (-j.priority, j.id)):
-        if job.state.value == "Closed" and not job.wip:
+    for job in sorted(view.jobs.values(), key=lambda j: (-j.priority, j.id)):
+        if job.state is JobState.CLOSED and not job.wip:
             continue
         jobs.append(
             {
@@ -57,16 +56,15 @@ def live_status(writer: Writer, now: datetime) -> dict[str, Any]:
                 "scrapped": job.scrapped,
                 "finished": job.finished,
                 "wip": job.wip,
-                "wip_by_step": [{"operation": s.operation, "wip": n} for s, n in book.wip_by_step(job.id)],
+                "wip_by_step": [{"operation": s.operation, "wip": s.wip} for s in job.wip_by_step],
             }
         )
     audits = [
-        {"serial": u.serial, "job": u.job_id, "idle_days": round((now - u.last_activity).total_seconds() / 86400, 1)}
-        for u in book.units.values()
-        if u.audit_flagged
+        {"serial": a.serial, "job": a.job, "idle_days": round((now - a.last_activity).total_seconds() / 86400, 1)}
+        for a in view.audits
     ]
     return {
-        "counter": writer.counter,
+        "counter": view.counter,
         "now": now.isoformat(),
         "stations": stations,
         "jobs": jobs,
@@ -75,7 +73,7 @@ def live_status(writer: Writer, now: datetime) -> dict[str, Any]:
     }
 
 
-def router(writer: Writer, metrics: Metrics, opcua_listening: Any, clock: Any) -> APIRouter:
+def router(writer: Writer, engine: AsyncEngine, metrics: Metrics, opcua_listening: Any, clock: Any) -> APIRouter:
     routes = APIRouter()
     page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
     progress = {"counter": writer.counter, "at": time.monotonic()}
@@ -86,8 +84,8 @@ def router(writer: Writer, metrics: Metrics, opcua_listening: Any, clock: Any) -
 
     @routes.get("/api/status", tags=["status"], summary="The cell now: stations, jobs, WIP, refusals, audits")
     async def status(refusals: int = 15) -> dict[str, Any]:
-        data = live_status(writer, clock.now())
-        data["refusals"] = await queries.refusals(writer.engine, limit=max(0, min(refusals, 100)))
+        data = live_status(writer.view, clock.now())
+        data["refusals"] = await queries.refusals(engine, limit=max(0, min(refusals, 100)))
         return data
 
     @routes.get("/metrics", include_in_schema=False)
@@ -99,7 +97,7 @@ def router(writer: Writer, metrics: Metrics, opcua_listening: Any, clock: Any) -
         checks: dict[str, str] = {}
         try:
             async with asyncio.timeout(2):
-                async with writer.engine.begin() as conn:
+                async with engine.begin() as conn:
                     await conn.execute(text("UPDATE gateway_meta SET value = value WHERE key = 'health'"))
             checks["database"] = "ok"
         except Exception as exc:  # any failure is the answer

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from sqlalchemy.engine import make_url
 
 from gateway.app import Gateway, running_gateway
 from gateway.clock import ManualClock
@@ -136,18 +138,22 @@ def login(endpoint: str, user: str) -> Client:
     return client
 
 
+STATE_TABLES = ("jobs", "units", "routing_templates", "part_specs", "pallets", "stations", "gateway_meta")
+
+
 def model_state(gateway: Gateway) -> dict[str, Any]:
-    """Everything a command can change in the cell's state, as plain values (for "nothing changed")."""
-    book, tracker = gateway.writer.model.book, gateway.writer.model.tracker
-    return {
-        "jobs": {k: asdict(v) for k, v in book.jobs.items()},
-        "units": {k: asdict(v) for k, v in book.units.items()},
-        "templates": {k: asdict(v) for k, v in book.templates.items()},
-        "specs": {k: asdict(v) for k, v in book.specs.items()},
-        "pallets": {k: asdict(v) for k, v in tracker.pallets.items()},
-        "stations": {k: asdict(v) for k, v in tracker.stations.items()},
-        "serial_seq": tracker.serial_seq,
-    }
+    """Everything a command can change in the cell's state, as stored (for "nothing changed").
+
+    Read from the database, the truth every reader and a restart see (a closed job may have left the
+    writer's memory, which is no change of state); the writer's memory must agree with it.
+    """
+    path = make_url(gateway.config.database.url).database
+    assert path, "model_state reads the gateway's SQLite file"
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        state = {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in STATE_TABLES}
+    stored_jobs = {row[0] for row in state["jobs"]}
+    assert set(gateway.writer.model.book.jobs) <= stored_jobs, "a job in memory is not in the store"
+    return state
 
 
 class EventLog:

@@ -46,7 +46,7 @@ async def test_recorded_days_give_the_same_results_on_postgresql(postgres_url: s
         result = json.loads(json.dumps(await summary(cell, answers), default=str))
         expected = json.loads((DAYS / f"{day}.expected.json").read_text())
         assert result == expected
-        replayed, outcome = await replay(cell.writer.engine, lambda: build_model(config))
+        replayed, outcome = await replay(cell.writer.store.engine, lambda: build_model(config))
         assert outcome.mismatches == []
         assert repr(sorted(replayed.book.units.items())) == repr(sorted(cell.book.units.items()))
         clock = cell.clock

@@ -51,7 +51,7 @@ async def play(cell: Cell, day: list[dict[str, Any]]) -> list[list[Any]]:
 
 async def summary(cell: Cell, answers: list[list[Any]]) -> dict[str, Any]:
     book = cell.book
-    async with cell.writer.engine.connect() as conn:
+    async with cell.writer.store.engine.connect() as conn:
         scans = (await conn.execute(select(S.unit_scans).order_by(S.unit_scans.c.id))).all()
     return {
         "answers": answers,

@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from gateway.bootstrap import build_model
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
+from gateway.service.ports import Store
 from gateway.service.writer import Answer, Writer
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
+from gateway.storage.sql_store import SqlStore
 from gateway.tracking.model import Command
 
 T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
@@ -45,17 +48,30 @@ class Cell:
 
 
 @asynccontextmanager
-async def running_cell(config: CellConfig, clock: ManualClock | None = None) -> AsyncIterator[Cell]:
+async def running_cell(
+    config: CellConfig, clock: ManualClock | None = None, *, store: Store | None = None, **writer_options: Any
+) -> AsyncIterator[Cell]:
+    """A running writer on a real SQLite file (or on ``store``, e.g. a MemoryStore).
+
+    A writer task that ends by itself fails the test at once, with its exception.
+    """
     clock = clock or ManualClock(T0)
-    engine = create_engine(config.database.url)
-    await upgrade(engine)
-    writer = Writer(engine, lambda: build_model(config), clock)
+    engine = None
+    if store is None:
+        engine = create_engine(config.database.url)
+        await upgrade(engine)
+        store = SqlStore(engine)
+    writer = Writer(store, lambda: build_model(config), clock, **writer_options)
     await writer.load()
     task = asyncio.create_task(writer.run(), name="writer")
     try:
         yield Cell(writer, clock)
+        if task.done():
+            task.result()  # raises what ended the writer
+            raise AssertionError("the writer task ended while the cell was running")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         writer.close()
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()

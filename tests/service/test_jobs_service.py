@@ -119,7 +119,7 @@ async def test_a_job_of_1000_split_900_and_100_with_cost_inheritance(demo_config
         after = cell.book.job_cost(job).elapsed_machine + cell.book.job_cost(child).elapsed_machine
         assert after == total_before.elapsed_machine
         assert all(cell.book.units[s].next_step == 0 for s in moved)  # the rework loop starts at OP20
-        async with cell.writer.engine.connect() as conn:
+        async with cell.writer.store.engine.connect() as conn:
             moves = (await conn.execute(select(S.unit_events).where(S.unit_events.c.kind == "moved"))).all()
         assert len(moves) == 100
         assert {m.detail["from_job"] for m in moves} == {job}

@@ -54,6 +54,7 @@ from gateway.service.writer import Answer, Writer
 from gateway.storage import schema as S
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
+from gateway.storage.sql_store import SqlStore
 from gateway.storage.store import load_model
 from gateway.tracking.model import Command
 from tests.conftest import DEMO_CONFIG
@@ -132,7 +133,7 @@ class Day:
         self.shop: Shop | None = None
 
     async def start(self) -> None:
-        self.writer = Writer(self.engine, lambda: build_model(self.config), self.clock)
+        self.writer = Writer(SqlStore(self.engine), lambda: build_model(self.config), self.clock)
         await self.writer.load()
         if self.shop is None:
             self.shop = Shop(self.writer, self.clock)

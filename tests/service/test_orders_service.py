@@ -31,15 +31,17 @@ DUE = date(2026, 3, 10)
 PLENTY = {"LOAD": 1e6, "MILL": 1e6, "WASH": 1e6, "CMM": 1e6}
 
 
-def _state(cell: Cell) -> tuple[Any, ...]:
+async def _state(cell: Cell) -> tuple[Any, ...]:
+    """The orders in memory and every job as stored (a closed job may have left memory)."""
     orders = cell.writer.model.orders
-    jobs = cell.book.jobs
+    async with cell.writer.store.engine.connect() as conn:
+        jobs = sorted((r.id, r.state, r.quantity) for r in await conn.execute(select(S.jobs)))
     return (
         sorted(orders.bookings, key=lambda b: b.id),
         sorted(orders.workorders, key=lambda w: w.id),
         orders.scheduled_without_bookings,
         orders.schedules,
-        sorted((j.id, j.state, j.quantity) for j in jobs.values()),
+        jobs,
     )
 
 
@@ -60,7 +62,7 @@ async def test_a_schedule_creates_releases_and_marks_in_one_transaction(demo_con
         jobs = answer.outputs["Jobs"]
         assert sorted(jobs) == ["ABC123", "DEF456"]
         assert all(cell.book.jobs[j].state is JobState.RELEASED for j in jobs.values())
-        async with cell.writer.engine.connect() as conn:
+        async with cell.writer.store.engine.connect() as conn:
             # Created and released by the schedule's own log entry.
             counters = {r.job_id: r.event_counter for r in await conn.execute(select(S.job_transitions))}
             lines = {r.part_name: (r.quantity, r.job_id) for r in await conn.execute(select(S.schedule_lines))}
@@ -70,12 +72,12 @@ async def test_a_schedule_creates_releases_and_marks_in_one_transaction(demo_con
         assert booking.scheduled is True
 
         await cell.ok(ReceiveOrder("B", DUE, 1, {"ABC123": 1}))
-        before = _state(cell)
+        before = await _state(cell)
         refused = await cell.send(RunSchedule(PLENTY, 24.0, None, "DAY-1"))
         assert refused.reason is Reason.DUPLICATE_ID
         refused = await cell.send(RunSchedule({"MILL": -1.0}, 24.0))
         assert refused.reason is Reason.INVALID_ARGUMENT
-        assert _state(cell) == before
+        assert await _state(cell) == before
 
 
 async def test_parts_without_an_approved_routing_get_no_job(
@@ -107,7 +109,7 @@ async def test_a_finished_unit_is_filled_at_unload_in_the_same_transaction(
         shop = Shop(cell.writer, cell.clock)
         (serial,) = await shop.make(job, 1)
         finished_at = cell.clock.now()
-        async with cell.writer.engine.connect() as conn:
+        async with cell.writer.store.engine.connect() as conn:
             row = (await conn.execute(select(S.workorder_serials))).one()
             result = (await conn.execute(select(S.workorder_results))).one()
             wo = (await conn.execute(select(S.workorders).where(S.workorders.c.workorder_id == "SOONER"))).one()
@@ -130,10 +132,10 @@ async def test_back_out_closes_the_job_and_books_the_rest_together(demo_config: 
         booking = cell.writer.model.orders.booking(answer.outputs["BookingId"])
         assert (dict(booking.parts), booking.due, booking.priority) == ({"ABC123": 3}, DUE, 3)
         assert cell.book.jobs[job].state is JobState.CLOSED
-        before = _state(cell)
+        before = await _state(cell)
         assert (await cell.send(BackOutJob(job, "again"))).reason is Reason.JOB_CLOSED
         assert (await cell.send(BackOutJob("J-9999", "none"))).reason is Reason.NOT_FOUND
-        assert _state(cell) == before
+        assert await _state(cell) == before
 
 
 async def test_the_log_replays_to_the_same_orders(demo_config: CellConfig) -> None:
@@ -146,7 +148,7 @@ async def test_the_log_replays_to_the_same_orders(demo_config: CellConfig) -> No
         await cell.ok(BackOutJob(job, "end of day"))
         cell.clock.advance(timedelta(days=1))
         await cell.ok(RunSchedule(PLENTY))
-        model, result = await replay(cell.writer.engine, lambda: build_model(demo_config))
+        model, result = await replay(cell.writer.store.engine, lambda: build_model(demo_config))
         assert result.mismatches == []
         expected = cell.writer.model.orders
         assert sorted(model.orders.bookings, key=lambda b: b.id) == sorted(expected.bookings, key=lambda b: b.id)

@@ -39,7 +39,7 @@ async def test_recorded_day_gives_the_expected_scans_times_and_counts(demo_confi
             assert job["wip"] == job["started"] - job["scrapped"] - job["finished"]
 
         # the log alone rebuilds the same state, answer for answer
-        replayed, outcome = await replay(cell.writer.engine, lambda: build_model(demo_config))
+        replayed, outcome = await replay(cell.writer.store.engine, lambda: build_model(demo_config))
         assert outcome.mismatches == []
         assert repr(sorted(replayed.book.jobs.items())) == repr(sorted(cell.book.jobs.items()))
         assert repr(sorted(replayed.book.units.items())) == repr(sorted(cell.book.units.items()))

@@ -85,7 +85,7 @@ async def run(lines: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
                 step.pop("at")
             answers = await play(cell, played)  # SourceTime = receipt time + offset = the event's own time
             result = await summary(cell, answers)
-            replayed, outcome = await replay(cell.writer.engine, lambda: build_model(config))
+            replayed, outcome = await replay(cell.writer.store.engine, lambda: build_model(config))
             assert repr(sorted(replayed.book.units.items())) == repr(sorted(cell.book.units.items()))
             assert repr(sorted(replayed.book.jobs.items())) == repr(sorted(cell.book.jobs.items()))
             state = [repr(sorted(cell.tracker.pallets.items())), repr(sorted(cell.tracker.stations.items()))]

@@ -19,6 +19,7 @@ from gateway.service.writer import Writer
 from gateway.storage import schema as S
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
+from gateway.storage.sql_store import SqlStore
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,
@@ -75,7 +76,7 @@ async def test_a_unit_passes_every_step_with_elapsed_and_expected_times(demo_con
         assert cost.expected_labor == 120 + 90 + 300
         assert cost.elapsed_machine == 950 + 200
         assert cost.expected_machine == 900 + 180
-        async with cell.writer.engine.connect() as conn:
+        async with cell.writer.store.engine.connect() as conn:
             scans = (await conn.execute(select(S.unit_scans).order_by(S.unit_scans.c.id))).all()
         assert [(s.operation, s.station, s.passed, s.elapsed, s.expected) for s in scans] == [
             ("OP10", "L1", True, 150.0, 120.0),
@@ -143,10 +144,10 @@ async def test_a_retried_report_gets_the_original_answer_and_counts_once(demo_co
 
 async def test_retries_beyond_the_cache_are_answered_from_the_log(demo_config: CellConfig) -> None:
     async with running_cell(demo_config) as cell:
-        cell.writer.cache_size = 3
+        cell.writer.answers.size = 3
         for i in range(6):
             await cell.ok(PalletArrived("L1" if i % 2 == 0 else "L2", f"a{i}", None, "P1"))
-        assert len(cell.writer._answers) == 3
+        assert len(cell.writer.answers) == 3
         retry = await cell.ok(PalletArrived("L1", "a0", None, "P1"))
         assert retry.replayed
         assert retry.counter == 1
@@ -162,7 +163,7 @@ async def test_a_writer_stopped_mid_commit_answers_the_batch_with_what_was_store
     monkeypatch.setattr("gateway.storage.database.BUSY_TIMEOUT_MS", 3000)
     engine = create_engine(demo_config.database.url)
     await upgrade(engine)
-    writer = Writer(engine, lambda: build_model(demo_config), ManualClock())
+    writer = Writer(SqlStore(engine), lambda: build_model(demo_config), ManualClock())
     await writer.load()
     task = asyncio.create_task(writer.run())
     path = demo_config.database.url.removeprefix("sqlite+aiosqlite:///")
@@ -170,13 +171,13 @@ async def test_a_writer_stopped_mid_commit_answers_the_batch_with_what_was_store
     try:
         locker.execute("BEGIN IMMEDIATE")  # the commit waits for this lock
         committing = asyncio.Event()
-        run = writer.transactions.run
+        run = writer.store.commit
 
         async def observed(*args: Any, **kwargs: Any) -> Any:
             committing.set()  # the batch goes to the store's thread, which will wait for the lock
             return await run(*args, **kwargs)
 
-        monkeypatch.setattr(writer.transactions, "run", observed)
+        monkeypatch.setattr(writer.store, "commit", observed)
         answer = asyncio.ensure_future(writer.submit(PalletArrived("L1", "a1", None, "P1"), "plc"))
         async with asyncio.timeout(5):
             await committing.wait()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from fractions import Fraction
+from functools import lru_cache
 from math import ceil
 
 
@@ -226,8 +227,12 @@ class Job:
         return not self.pallets or pallet in self.pallets
 
 
+@lru_cache(maxsize=4096)
 def max_quantity(quantity: int, buffer_percent: float) -> int:
-    """Ordered + ceil(ordered x buffer%), computed exactly: 2% of 1,000 is 20, never 20.000000000000004."""
+    """Ordered + ceil(ordered x buffer%), computed exactly: 2% of 1,000 is 20, never 20.000000000000004.
+
+    Cached: the load instructions ask it of every open job after each batch, and the exact Fraction
+    costs microseconds a call; a cell has few distinct (quantity, buffer) pairs."""
     return quantity + ceil(Fraction(repr(float(buffer_percent))) * quantity / 100)
 
 

@@ -17,10 +17,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import running_gateway
+from gateway.app import Gateway, running_gateway
 from gateway.config import CellConfig
+from gateway.service.writer import Writer
 from tests.conftest import free_port
 from tests.integration.opcua_client import NOW, i32
 from tests.integration.opcua_support import cell_toml, good, serving
@@ -154,3 +156,30 @@ async def test_a_closed_jobs_object_leaves_the_address_space_after_the_retention
         assert "J-OPEN" in names  # the control: an open job stays
         trace = await good(cell.jobs("Hold", "J-OPEN", "check"))
         assert trace == []
+
+
+class _Fatal(BaseException):
+    """Not an Exception: nothing in the writer catches it, so its task ends."""
+
+
+async def test_if_the_writer_task_ever_ends_the_gateway_stops_with_one_log_line(
+    make_config: Callable[..., CellConfig], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = Gateway(make_config())
+    stop = asyncio.Event()
+    run = asyncio.create_task(gateway.run(stop))
+    async with asyncio.timeout(30):
+        await gateway.ready.wait()
+
+    async def fatal(self: Writer) -> None:
+        raise _Fatal("the writer's task ends")
+
+    monkeypatch.setattr(Writer, "_cycle", fatal)
+    gateway.writer._arrived.set()  # wake the writer, as a report would
+    async with asyncio.timeout(30):
+        await run  # the gateway stopped by itself: nobody set ``stop``
+    assert stop.is_set()
+    lines = [str(r.msg) for r in caplog.records if "gateway_stopping" in str(r.msg)]
+    assert len(lines) == 1
+    assert "_Fatal" in lines[0]
+    assert "writer" in lines[0]

@@ -361,3 +361,30 @@ async def test_a_full_queue_turns_calls_away_at_once_and_takes_them_again_when_i
         assert all(a.ok for a in taken)
         assert cell.writer.stats.overloaded == len(turned_away)
         assert (await cell.send(PalletArrived("L2", "later", None, "P2"), "plc")).ok
+
+
+# ------------------------------------------------------------------------------------------- the writer itself
+
+
+async def test_a_defect_in_the_writer_itself_fails_only_the_batch_at_hand(
+    demo_config: CellConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    real = batch_module.batch_rows
+    calls: list[int] = []
+
+    def broken_once(*args: Any, **kwargs: Any) -> BatchRows:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a defect in the writer's own code")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("gateway.service.writer.batch_rows", broken_once)
+    async with running_cell(demo_config, store=store) as cell:
+        failed = await one_batch(cell, PalletArrived("L1", "a", None, "P1"), PalletArrived("L2", "b", None, "P2"))
+        assert all(isinstance(a, StoreUnavailable) for a in failed)  # not acknowledged: the PLCs retry
+        assert pallet_at(cell, "P1") == ""  # the state was reloaded
+        assert store.rows("cell_events") == []
+        again = await one_batch(cell, PalletArrived("L1", "a", None, "P1"), PalletArrived("L2", "b", None, "P2"))
+        assert all(a.ok for a in again)
+        assert pallet_at(cell, "P1") == "L1"

@@ -796,19 +796,30 @@ def fill(
     server = gateway.server
     began = time.monotonic()
     samples: list[dict[str, Any]] = [{"reports": have, "seconds": 0.0, **server.memory_kib()}]
-    last = {"at": began, "calls": 0}
+    last = {"at": began, "calls": 0.0, "cpu": server.cpu_seconds()}
 
     def progress(calls: int) -> None:
         now = time.monotonic()
         if now - last["at"] < 15:
             return
+        cpu = server.cpu_seconds()
         rate = (calls - last["calls"]) / (now - last["at"])
-        last.update(at=now, calls=calls)
+        cost = (cpu - last["cpu"]) / (calls - last["calls"]) * 1e6 if calls > last["calls"] else float("nan")
+        last.update(at=now, calls=calls, cpu=cpu)
         mem = server.memory_kib()
-        samples.append({"reports": have + calls, "seconds": round(now - began, 1), "reports_per_s": round(rate), **mem})
+        samples.append(
+            {
+                "reports": have + calls,
+                "seconds": round(now - began, 1),
+                "reports_per_s": round(rate),
+                "cpu_us_per_report": round(cost),
+                "load_average": loadavg(),
+                **mem,
+            }
+        )
         print(
-            f"    {have + calls:>10,} reports  {rate:6,.0f}/s  RSS {mem['VmRSS'] / 1024:6.1f} MiB  "
-            f"peak {mem['VmHWM'] / 1024:6.1f} MiB",
+            f"    {have + calls:>10,} reports  {rate:6,.0f}/s  {cost:5.0f} us CPU/report  "
+            f"RSS {mem['VmRSS'] / 1024:6.1f} MiB  peak {mem['VmHWM'] / 1024:6.1f} MiB  (load average {loadavg()})",
             flush=True,
         )
 
@@ -1165,10 +1176,13 @@ def markdown(h: dict[str, Any]) -> list[str]:
             "",
         ]
         if "samples" in f and len(f["samples"]) > 2:
-            out += ["| fill: reports | reports/s | RSS MiB | peak RSS MiB |", "| ---: | ---: | ---: | ---: |"]
             out += [
-                f"| {x['reports']:,} | {x.get('reports_per_s', 0):,} | {x['VmRSS'] / 1024:.1f} "
-                f"| {x['VmHWM'] / 1024:.1f} |"
+                "| fill: reports | reports/s | server CPU us/report | RSS MiB | peak RSS MiB | load average |",
+                "| ---: | ---: | ---: | ---: | ---: | --- |",
+            ]
+            out += [
+                f"| {x['reports']:,} | {x.get('reports_per_s', 0):,} | {x.get('cpu_us_per_report', '')} "
+                f"| {x['VmRSS'] / 1024:.1f} | {x['VmHWM'] / 1024:.1f} | {x.get('load_average', '')} |"
                 for x in f["samples"]
             ]
             out.append("")

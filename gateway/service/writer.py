@@ -139,7 +139,7 @@ class Writer:
         self.view = CellView()
         self._queue: deque[_Pending] = deque()
         self._open: dict[int, _Pending] = {}  # submitted and not answered yet, wherever they are
-        self._arrived = asyncio.Event()
+        self._waiting: asyncio.Future[None] | None = None  # the writer waits for work or a commit
         self._idle = asyncio.Event()
         self._idle.set()
         self._counter = 0
@@ -185,7 +185,7 @@ class Writer:
         pending = _Pending(command, actor, self.clock.now(), future)
         self._open[id(pending)] = pending
         self._queue.append(pending)
-        self._arrived.set()
+        self._wake()
         return await future
 
     async def wait_idle(self) -> None:
@@ -239,16 +239,10 @@ class Writer:
         if self._flight is None:
             if not self._queue:
                 self._idle.set()
-                self._arrived.clear()
-                await self._arrived.wait()
+                await self._woken()
         elif not self._queue:
-            self._arrived.clear()
-            arrived: asyncio.Future[Any] = asyncio.ensure_future(self._arrived.wait())
-            waits: set[asyncio.Future[Any]] = {self._flight.task, arrived}
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                arrived.cancel()
+            if not self._flight.task.done():
+                await self._woken()  # by a new command or by the end of the commit in flight
             if not self._queue:
                 await self._settle()
                 return
@@ -265,6 +259,18 @@ class Writer:
         if prepared is not None:
             self._launch(prepared)
 
+    async def _woken(self) -> None:
+        """Until :meth:`_wake`: a command was queued or the commit in flight ended."""
+        self._waiting = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiting
+        finally:
+            self._waiting = None
+
+    def _wake(self, *_: object) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
         while self._queue and len(batch) < self.max_batch:
@@ -279,6 +285,7 @@ class Writer:
         else:
             task = asyncio.get_running_loop().create_future()
             task.set_result(None)
+        task.add_done_callback(self._wake)
         self._flight = _Flight(prepared, task, asyncio.get_running_loop().time())
 
     async def _settle(self) -> bool:

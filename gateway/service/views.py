@@ -10,13 +10,14 @@ that object: it never changes under them and never shows what is not committed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from gateway.jobs.model import Job, JobState
+from gateway.tracking.cell import is_load_candidate
 from gateway.tracking.model import CellModel
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -85,13 +86,16 @@ class CellView:
     audits: tuple[AuditView, ...] = ()
     # The oldest last activity of a live unit without an open audit: when the sweeper has work.
     oldest_activity: datetime | None = None
+    # Jobs a new unit may start in (released or running, with room): kept from batch to batch, so the
+    # load instructions never look at every open job.
+    loadable: frozenset[str] = frozenset()
 
     @property
     def wip(self) -> int:
         return sum(j.wip for j in self.jobs.values())
 
 
-def station_view(model: CellModel, station_id: str) -> StationView:
+def station_view(model: CellModel, station_id: str, candidates: Sequence[Job] | None = None) -> StationView:
     tracker, book = model.tracker, model.book
     state = tracker.stations[station_id]
     jobs: set[str] = set()
@@ -109,7 +113,7 @@ def station_view(model: CellModel, station_id: str) -> StationView:
         cycle_pallet=cycle.pallet if cycle is not None else "",
         cycle_program=cycle.program if cycle is not None else "",
         expected_program=tracker.expected_program(station_id),
-        load_instruction=tracker.instruction_json(station_id),
+        load_instruction=tracker.instruction_json(station_id, candidates),
         jobs=tuple(sorted(jobs)),
     )
 
@@ -136,7 +140,10 @@ def job_view(model: CellModel, job: Job) -> JobView:
 
 def full_view(model: CellModel, counter: int) -> CellView:
     """The whole view of a freshly loaded model (start-up, and after a reload)."""
-    return refresh(CellView(), model, counter, stations=model.tracker.stations, jobs=model.book.jobs, units=True)
+    loadable = frozenset(j.id for j in model.tracker.load_candidates())
+    return refresh(
+        CellView(loadable=loadable), model, counter, stations=model.tracker.stations, jobs=model.book.jobs, units=True
+    )
 
 
 def refresh(
@@ -159,12 +166,23 @@ def refresh(
     job_ids = set(jobs)
     if units or job_ids:
         station_ids |= {s for s, st in model.tracker.stations.items() if st.pallet}
+    loadable = base.loadable
+    if job_ids:
+        kept = set(loadable)
+        for job_id in job_ids:
+            job = book.jobs.get(job_id)
+            if job is not None and is_load_candidate(job):
+                kept.add(job_id)
+            else:
+                kept.discard(job_id)
+        loadable = frozenset(kept)
     new_stations = base.stations
     if station_ids:
+        candidates = model.tracker.load_candidates(book.jobs[j] for j in loadable if j in book.jobs)
         changed = dict(base.stations)
         for station_id in station_ids:
             if station_id in model.tracker.stations:
-                changed[station_id] = station_view(model, station_id)
+                changed[station_id] = station_view(model, station_id, candidates)
         new_stations = MappingProxyType(changed)
     new_jobs = base.jobs
     dropped = [j for j in gone if j in base.jobs]
@@ -185,7 +203,7 @@ def refresh(
             AuditView(u.serial, u.job_id, u.last_activity) for u in sorted(book.open_audits(), key=lambda u: u.serial)
         )
         oldest = min((u.last_activity for u in book.live_units() if not u.audit_flagged), default=None)
-    return CellView(counter, new_stations, new_jobs, audits, oldest)
+    return CellView(counter, new_stations, new_jobs, audits, oldest, loadable)
 
 
 def instruction(view: StationView) -> dict[str, Any] | None:

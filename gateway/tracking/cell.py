@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,6 +105,15 @@ def _counter_values(serial: str) -> set[int]:
 
 
 _ALNUM_RUN = re.compile(r"[0-9A-Za-z]+")
+
+
+def is_load_candidate(job: Job) -> bool:
+    """Released or running, with room under its cap: a new unit may start in it."""
+    return job.state in (JobState.RELEASED, JobState.RUNNING) and job.room > 0
+
+
+def _load_order(job: Job) -> tuple[int, bool, datetime, str]:
+    return (-job.priority, job.due is None, job.due or _EPOCH, job.id)
 
 
 def split_elapsed(elapsed: float | None, expected: Sequence[float | None]) -> list[float | None]:
@@ -561,8 +570,11 @@ class CellTracker:
                 self._touch(pallets=[pallet.id])
 
     # ------------------------------------------------------------------ what stations should do next
-    def load_instruction(self, station_id: str) -> dict[str, Any] | None:
-        """For the pallet at a load station: what to unload, what stays on, and which job to load next."""
+    def load_instruction(self, station_id: str, candidates: Sequence[Job] | None = None) -> dict[str, Any] | None:
+        """For the pallet at a load station: what to unload, what stays on, and which job to load next.
+
+        ``candidates``: :meth:`load_candidates`, when the caller has them already (one list serves
+        every station of a batch)."""
         station = self.stations[station_id]
         if not station.pallet:
             return None
@@ -576,7 +588,7 @@ class CellTracker:
             (unload if step is not None and step.group in groups else stay).append(entry)
         load = None
         free = self.rules.units_per_pallet - len(stay)
-        for job in self.loadable_jobs(station_id, pallet.id) if free > 0 else []:
+        for job in self.loadable_jobs(station_id, pallet.id, candidates) if free > 0 else []:
             load = {
                 "job": job.id,
                 "part": job.part,
@@ -587,18 +599,17 @@ class CellTracker:
             break
         return {"pallet": pallet.id, "unload": unload, "stay": stay, "load": load}
 
-    def loadable_jobs(self, station_id: str, pallet_id: str) -> list[Job]:
+    def loadable_jobs(self, station_id: str, pallet_id: str, candidates: Sequence[Job] | None = None) -> list[Job]:
         """Jobs whose next new unit may be loaded here: by priority, then due date, then id."""
         groups = self._groups(station_id)
-        candidates = [
-            job
-            for job in self.book.open_jobs()
-            if job.state in (JobState.RELEASED, JobState.RUNNING)
-            and job.room > 0
-            and job.allows_pallet(pallet_id)
-            and job.routing[0].group in groups
-        ]
-        return sorted(candidates, key=lambda j: (-j.priority, j.due is None, j.due or _EPOCH, j.id))
+        ordered = self.load_candidates() if candidates is None else candidates
+        return [job for job in ordered if job.allows_pallet(pallet_id) and job.routing[0].group in groups]
+
+    def load_candidates(self, jobs: Iterable[Job] | None = None) -> list[Job]:
+        """The jobs (of ``jobs``, or all open ones) a new unit may start in, in the order they are
+        offered: by priority, then due date, then id."""
+        pool = self.book.open_jobs() if jobs is None else jobs
+        return sorted((j for j in pool if is_load_candidate(j)), key=_load_order)
 
     def expected_program(self, station_id: str) -> str:
         """For a machine: the program of the step the units on its pallet need next."""
@@ -612,6 +623,6 @@ class CellTracker:
                 return step.program
         return ""
 
-    def instruction_json(self, station_id: str) -> str:
-        instruction = self.load_instruction(station_id)
+    def instruction_json(self, station_id: str, candidates: Sequence[Job] | None = None) -> str:
+        instruction = self.load_instruction(station_id, candidates)
         return "" if instruction is None else json.dumps(instruction, separators=(",", ":"))

@@ -28,6 +28,7 @@ from gateway.clock import ManualClock
 from gateway.config import CellConfig, load_config
 from gateway.jobs.commands import CreateJob, ReleaseJob
 from gateway.service.replay import replay_rows
+from gateway.service.views import full_view
 from gateway.service.writer import Answer, StoreUnavailable, Writer
 from gateway.storage import rows as R
 from gateway.storage.batch import BatchRows
@@ -133,7 +134,14 @@ class Run:
         assert result.mismatches == []
         _same_entities(self.store, replayed)
         _same_entities(self.store, self.writer.model)
-        assert self.writer.view.counter == (log[-1].counter if log else 0)
+        view, model = self.writer.view, self.writer.model
+        assert view.counter == (log[-1].counter if log else 0)
+        # The view, built a batch at a time from what changed, equals one built from scratch.
+        fresh = full_view(model, view.counter)
+        assert view.loadable == fresh.loadable == {j.id for j in model.tracker.load_candidates()}
+        assert dict(view.stations) == dict(fresh.stations)
+        assert {k: v for k, v in view.jobs.items() if k in model.book.jobs} == dict(fresh.jobs)
+        assert (view.audits, view.oldest_activity) == (fresh.audits, fresh.oldest_activity)
         by_key = {(r.source, r.event_id): r for r in log}
         assert len(by_key) == len(log), "an EventId was logged twice"
         for command, answer in self.answers:

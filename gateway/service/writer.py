@@ -122,7 +122,7 @@ class Writer:
         model_factory: Callable[[], CellModel],
         clock: Clock,
         *,
-        cache_size: int = 100_000,
+        cache_size: int = 10_000,
         max_batch: int = 1000,
         max_queue: int = 20_000,
     ) -> None:

@@ -157,6 +157,7 @@ async def running_gateway(config: CellConfig, *, clock: Clock | None = None) -> 
     if task.done():
         ready.cancel()
         task.result()  # raises what stopped it
+    await gateway.opcua.jobs_published()  # in-process users see the whole address space at once
     try:
         yield gateway
     finally:

@@ -8,6 +8,7 @@ across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -386,6 +387,7 @@ class OpcUaServer:
         self.engine = engine  # for reads (Trace); every change goes through the writer
         self.retention = timedelta(hours=config.server.closed_job_retention_hours)
         self._closed_since: dict[str, datetime] = {}  # published jobs that are closed: since when
+        self._initial: asyncio.Task[None] | None = None  # publishing the jobs loaded at start
         self.demo = config.server.security_profile == "demo"
         self.iserver = GatewayInternalServer(user_manager=ConfigUserManager(config))
         self.iserver.session_type = session_class(self._may_write, require_secure_channel=not self.demo)
@@ -413,10 +415,14 @@ class OpcUaServer:
         self.space = await self._build()
         self.events = await create_event_types(server, self.space.namespace_index, self.space.cell)
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self._tag_written, priority=10)
-        await self.publish_all()
+        view = self.writer.view
+        await self._publish_stations(view, set(view.stations))
         self.writer.subscribe(self.on_commit)
         await server.start()
         self._listening = True
+        # Jobs' objects are published once listening: PLCs report at once, while asyncua adds a
+        # year's open jobs (14 nodes each, each add scanning its parent's references) over seconds.
+        self._initial = asyncio.create_task(self._publish_jobs(view), name="opcua-publish-jobs")
         log.info(
             "opcua_listening",
             endpoint=self.endpoint,
@@ -427,7 +433,15 @@ class OpcUaServer:
 
     async def stop(self) -> None:
         self._listening = False
+        if self._initial is not None:
+            self._initial.cancel()
+            await asyncio.gather(self._initial, return_exceptions=True)
         await self.server.stop()
+
+    async def jobs_published(self) -> None:
+        """Until the jobs loaded at start are in the address space (they are published after listening)."""
+        if self._initial is not None:
+            await asyncio.shield(self._initial)
 
     def is_listening(self) -> bool:
         return self._listening
@@ -686,11 +700,14 @@ class OpcUaServer:
         self._published[node.nodeid] = value
         await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
 
-    async def publish_all(self) -> None:
-        view = self.writer.view
-        await self._publish_stations(view, set(view.stations))
+    async def _publish_jobs(self, view: CellView) -> None:
+        started = asyncio.get_running_loop().time()
         for job in view.jobs.values():
             await self._publish_job(job)
+            await asyncio.sleep(0)  # a turn for the PLCs' calls between two jobs
+        log.info(
+            "opcua_jobs_published", jobs=len(view.jobs), seconds=round(asyncio.get_running_loop().time() - started, 3)
+        )
 
     async def _publish_stations(self, view: CellView, station_ids: set[str]) -> None:
         assert self.space is not None
@@ -757,6 +774,8 @@ class OpcUaServer:
 
     async def on_commit(self, batch: Committed) -> None:
         """After a commit (in the feed's task): variables from the committed view, events, log lines."""
+        if self._initial is not None and not self._initial.done():
+            await asyncio.shield(self._initial)  # the jobs loaded at start first, then what changed since
         view = batch.view
         await self._publish_stations(view, batch.stations | {s for s, st in view.stations.items() if st.pallet})
         for job_id in batch.jobs:

@@ -386,7 +386,7 @@ class OpcUaServer:
         self.writer = writer
         self.engine = engine  # for reads (Trace); every change goes through the writer
         self.retention = timedelta(hours=config.server.closed_job_retention_hours)
-        self._closed_since: dict[str, datetime] = {}  # published jobs that are closed: since when
+        self._closed_since: dict[str, datetime] = {}  # published jobs closed or done: since when
         self._initial: asyncio.Task[None] | None = None  # publishing the jobs loaded at start
         self.demo = config.server.security_profile == "demo"
         self.iserver = GatewayInternalServer(user_manager=ConfigUserManager(config))
@@ -701,8 +701,12 @@ class OpcUaServer:
         await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
 
     async def _publish_jobs(self, view: CellView) -> None:
+        """The jobs loaded at start; a done job that nobody closed is published again only when it
+        changes (it would leave the address space after the retention anyway)."""
         started = asyncio.get_running_loop().time()
         for job in view.jobs.values():
+            if job.done or (job.state is JobState.CLOSED and not job.wip):
+                continue
             await self._publish_job(job)
             await asyncio.sleep(0)  # a turn for the PLCs' calls between two jobs
         log.info(
@@ -752,9 +756,15 @@ class OpcUaServer:
                 await self._write(nodes[var_name], values[var_name], vtype)
         if job.state is JobState.CLOSED:
             self._closed_since.setdefault(job.id, job.closed_at or self.writer.clock.now())
+        elif job.done:
+            self._closed_since.setdefault(job.id, self.writer.clock.now())
+        else:
+            self._closed_since.pop(job.id, None)  # it has work again: it stays
 
     async def remove_expired_jobs(self, now: datetime) -> list[str]:
-        """Closed jobs' objects leave the address space ``closed_job_retention_hours`` after they closed."""
+        """Closed jobs' objects leave the address space ``closed_job_retention_hours`` after they
+        closed; so do done jobs (ordered quantity finished, nothing in WIP) that nobody closed, after
+        the same time without a change. A job that changes again is published again."""
         assert self.space is not None
         expired = [j for j, since in self._closed_since.items() if now - since >= self.retention]
         for job_id in expired:

@@ -68,6 +68,11 @@ class JobView:
     def shop_floor_visible(self) -> bool:
         return self.state is not JobState.CREATED
 
+    @property
+    def done(self) -> bool:
+        """Its ordered quantity is finished and nothing of it is in WIP: waiting to be closed."""
+        return self.state is not JobState.CREATED and self.wip == 0 and self.finished >= self.quantity
+
 
 @dataclass(frozen=True, slots=True)
 class AuditView:

@@ -26,6 +26,7 @@ from gateway.service.writer import Writer
 from tests.conftest import free_port
 from tests.integration.opcua_client import NOW, i32
 from tests.integration.opcua_support import cell_toml, good, serving
+from tests.service.shop import Shop
 
 
 async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
@@ -183,3 +184,25 @@ async def test_if_the_writer_task_ever_ends_the_gateway_stops_with_one_log_line(
     assert len(lines) == 1
     assert "_Fatal" in lines[0]
     assert "writer" in lines[0]
+
+
+async def test_a_done_job_nobody_closes_leaves_the_address_space_and_comes_back_when_it_changes(
+    tmp_path: Path, make_config: Callable[..., CellConfig]
+) -> None:
+    """A year of jobs the ERP never closed must not pile up as OPC UA objects (14 nodes each)."""
+    async with serving(make_config(cell_toml(tmp_path))) as session:
+        cell, gateway, clock = session.cell, session.gateway, session.clock
+        for job_id in ("J-DONE", "J-BUSY"):
+            await good(cell.jobs("CreateJob", job_id, "PN-1", "A", 1, None, i32(0), 0.0, [], []))
+            await good(cell.jobs("Release", job_id))
+        await Shop(gateway.writer, clock).make("J-DONE", 1)  # its one unit through every step
+        await gateway.writer.wait_idle()
+        assert gateway.writer.view.jobs["J-DONE"].done
+        assert not gateway.writer.view.jobs["J-BUSY"].done  # the control: nothing made yet
+        clock.advance(timedelta(hours=25))
+        assert await gateway.opcua.remove_expired_jobs(clock.now()) == ["J-DONE"]
+        names = {(await n.read_browse_name()).Name for n in await cell.node("Cell/Jobs").get_children()}
+        assert "J-DONE" not in names
+        assert "J-BUSY" in names
+        await good(cell.jobs("Close", "J-DONE", "target reached"))  # it changes: published again
+        await cell.wait_for("Cell/Jobs/J-DONE/State", "Closed")

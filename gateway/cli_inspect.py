@@ -72,7 +72,14 @@ def register(app: typer.Typer) -> None:
         for s in data["stations"]:
             table.add_row(s["station"], s["state"], s["pallet"], ", ".join(s["jobs"]), s["program"])
         console.print(table)
-        _jobs_table(data["jobs"])
+        working = [j for j in data["jobs"] if j["wip"] or j["finished"] < j["quantity"]]
+        _jobs_table(working)
+        done = len(data["jobs"]) - len(working)
+        if done:
+            console.print(
+                f"{done} more open job(s) are done (ordered quantity finished, nothing in WIP) and wait to be "
+                "closed: `cell-gateway job ID` shows one, --json lists them all"
+            )
         refusals = ", ".join(f"{k} {v}" for k, v in sorted(data["refusals_last_hour"].items())) or "none"
         console.print(
             f"WIP {data['wip']} | refusals in the last hour: {refusals} | open Lost Audits: {data['open_audits']} "

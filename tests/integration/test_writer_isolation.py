@@ -189,8 +189,10 @@ async def test_if_the_writer_task_ever_ends_the_gateway_stops_with_one_log_line(
 async def test_a_done_job_nobody_closes_leaves_the_address_space_and_comes_back_when_it_changes(
     tmp_path: Path, make_config: Callable[..., CellConfig]
 ) -> None:
-    """A year of jobs the ERP never closed must not pile up as OPC UA objects (14 nodes each)."""
-    async with serving(make_config(cell_toml(tmp_path))) as session:
+    """A year of jobs the ERP never closed must not pile up as OPC UA objects (14 nodes each), nor
+    as rows of the status page (counted there instead)."""
+    config = make_config(cell_toml(tmp_path), CELL_GATEWAY_HTTP_PORT=str(free_port()))
+    async with serving(config) as session:
         cell, gateway, clock = session.cell, session.gateway, session.clock
         for job_id in ("J-DONE", "J-BUSY"):
             await good(cell.jobs("CreateJob", job_id, "PN-1", "A", 1, None, i32(0), 0.0, [], []))
@@ -199,6 +201,11 @@ async def test_a_done_job_nobody_closes_leaves_the_address_space_and_comes_back_
         await gateway.writer.wait_idle()
         assert gateway.writer.view.jobs["J-DONE"].done
         assert not gateway.writer.view.jobs["J-BUSY"].done  # the control: nothing made yet
+        assert gateway.http is not None
+        async with httpx.AsyncClient(base_url=gateway.http.url.rstrip("/")) as http:
+            status = (await http.get("/api/status")).json()
+        assert [j["job"] for j in status["jobs"]] == ["J-BUSY"]
+        assert status["jobs_done"] == 1
         clock.advance(timedelta(hours=25))
         assert await gateway.opcua.remove_expired_jobs(clock.now()) == ["J-DONE"]
         names = {(await n.read_browse_name()).Name for n in await cell.node("Cell/Jobs").get_children()}

@@ -6,10 +6,14 @@ machine in tests/unit/jobs checks it after every command. Changes are recorded i
 happened, for logs, storage and OPC UA events) and ``dirty`` (which entities the writer must save).
 
 The book need not hold everything the cell ever made. A Closed job without live units can be retired
-from memory (:meth:`JobBook.retire`) and handed back from storage when a command names it again
-(:meth:`JobBook.adopt`); a job is always held together with all of its units. Indexes kept by every
-mutation (units per job, live units, open Lost Audits, jobs that are not Closed) make the frequent
-reads cost what is live, not what the cell made over its history.
+from memory with all of its units (:meth:`JobBook.retire`); a job that stays can shed its finished and
+scrapped units (:meth:`JobBook.shed`). Both are handed back from storage when a command names them
+again (:meth:`JobBook.adopt`). A job held with some of its units only is *incomplete*
+(:meth:`JobBook.complete`): whatever reads all units of a job (a merge, :meth:`JobBook.job_cost`) needs
+them adopted first. A unit shed in this process keeps its place among the job's units (its position),
+so it comes back where it was. Indexes kept by every mutation (units per job, live units, open Lost
+Audits, jobs that are not Closed) make the frequent reads cost what is live, not what the cell made
+over its history.
 """
 
 from __future__ import annotations
@@ -110,6 +114,10 @@ class JobBook:
         self._live: dict[str, None] = {}
         self._audits: dict[str, None] = {}
         self._open_jobs: dict[str, None] = {}
+        # Units of held jobs that are not in memory: the position of each one shed here (job -> serial
+        # -> position), and the jobs restored from storage with only some of their units.
+        self._shed: dict[str, dict[str, int]] = {}
+        self._incomplete: set[str] = set()
 
     # ------------------------------------------------------------------ lookups
     def job(self, job_id: str) -> Job:
@@ -131,8 +139,21 @@ class JobBook:
             raise Refused(Reason.NOT_FOUND, f"routing template {template_id!r} does not exist") from None
 
     def units_of(self, job_id: str) -> list[Unit]:
-        """The job's units, in the order they came into the book."""
+        """The job's units in memory, in the order they came into the book (all of them only for a
+        :meth:`complete` job)."""
         return [self.units[s] for s in self._by_job.get(job_id, ())]
+
+    def complete(self, job_id: str) -> bool:
+        """Whether memory holds every unit of the job (True for a job the book does not hold)."""
+        return job_id not in self._shed and job_id not in self._incomplete
+
+    def mark_incomplete(self, job_ids: Iterable[str]) -> None:
+        """These held jobs may have units that only storage holds (used when loading)."""
+        self._incomplete.update(j for j in job_ids if j in self.jobs)
+
+    def _require_complete(self, job_id: str) -> None:
+        if not self.complete(job_id):
+            raise ValueError(f"units of job {job_id} are not in memory: adopt them from storage first")
 
     def live_units(self) -> list[Unit]:
         """Units in WIP (waiting for a step or in one), in the order they came into the book."""
@@ -152,10 +173,14 @@ class JobBook:
         if job.state is not JobState.CLOSED:
             self._open_jobs[job.id] = None
 
-    def _put_unit(self, unit: Unit) -> None:
+    def _put_unit(self, unit: Unit, position: int | None = None) -> None:
+        """Into memory, at the end of the book's order or back at a ``position`` it had (the caller
+        then restores the order of the job's units)."""
         self.units[unit.serial] = unit
-        self._position[unit.serial] = self._next_position
-        self._next_position += 1
+        if position is None:
+            position = self._next_position
+            self._next_position += 1
+        self._position[unit.serial] = position
         self._by_job.setdefault(unit.job_id, {})[unit.serial] = None
         if unit.live:
             self._live[unit.serial] = None
@@ -187,20 +212,36 @@ class JobBook:
         """Put entities read back from storage into the book, as they were when stored.
 
         Entities the book holds already are kept as they are (the book is never older than storage).
-        Nothing is marked dirty. A job comes with all of its units; a unit needs its job, given here or
-        held already. Raises ValueError (changing nothing) for a unit whose job is neither.
+        Nothing is marked dirty. A job comes with all of its units, so a job given is :meth:`complete`
+        afterwards, whether it was held or not; a unit needs its job, given here or held already.
+        A unit shed by this book comes back at its place among the units of its job; any other goes
+        after the units the book holds. Raises ValueError (changing nothing) for a unit whose job is
+        neither given nor held.
         """
-        new_jobs = [j for j in dict((j.id, j) for j in jobs).values() if j.id not in self.jobs]
+        given = dict((j.id, j) for j in jobs)
+        new_jobs = [j for j in given.values() if j.id not in self.jobs]
         new_units = [u for u in dict((u.serial, u) for u in units).values() if u.serial not in self.units]
-        known = set(self.jobs).union(j.id for j in new_jobs)
+        known = set(self.jobs).union(given)
         for unit in new_units:
             if unit.job_id not in known:
                 raise ValueError(f"unit {unit.serial} comes without its job {unit.job_id}")
         for job in new_jobs:
             self._put_job(job)
             self.note_job_id(job.id)
+        returned: set[str] = set()
         for unit in new_units:
-            self._put_unit(unit)
+            shed = self._shed.get(unit.job_id)
+            position = shed.pop(unit.serial, None) if shed is not None else None
+            if position is not None:
+                returned.add(unit.job_id)
+            self._put_unit(unit, position)
+        position_of = self._position.__getitem__
+        for job_id in returned:
+            self._by_job[job_id] = dict.fromkeys(sorted(self._by_job[job_id], key=position_of))
+            if not self._shed[job_id]:
+                del self._shed[job_id]
+        for job_id in given:
+            self._incomplete.discard(job_id)
 
     def retirable(self, job_id: str) -> bool:
         """A Closed job with no live unit and nothing of it waiting to be saved (pallets aside)."""
@@ -224,7 +265,33 @@ class JobBook:
             self._audits.pop(serial, None)
         del self.jobs[job_id]
         self._open_jobs.pop(job_id, None)
+        self._shed.pop(job_id, None)
+        self._incomplete.discard(job_id)
         return serials
+
+    def sheddable(self, serial: str) -> bool:
+        """A unit in memory that is finished or scrapped and has nothing waiting to be saved."""
+        unit = self.units.get(serial)
+        return unit is not None and not unit.live and serial not in self.dirty.units
+
+    def shed(self, serials: Iterable[str]) -> None:
+        """Drop units from memory while their job stays (their rows stay stored); nothing is marked
+        dirty. Each keeps its position, so :meth:`adopt` puts it back where it was.
+
+        Only for units :meth:`sheddable` says yes to; raises ValueError (changing nothing) otherwise.
+        """
+        wanted = list(dict.fromkeys(serials))
+        for serial in wanted:
+            if not self.sheddable(serial):
+                raise ValueError(f"unit {serial} cannot leave memory")
+        for serial in wanted:
+            unit = self.units.pop(serial)
+            held = self._by_job[unit.job_id]
+            del held[serial]
+            if not held:
+                del self._by_job[unit.job_id]
+            self._shed.setdefault(unit.job_id, {})[serial] = self._position.pop(serial)
+            self._audits.pop(serial, None)
 
     def wip_by_step(self, job_id: str) -> list[tuple[Step, int]]:
         """Live units per step of the job's routing: waiting for the step or in it."""
@@ -236,7 +303,11 @@ class JobBook:
         return list(zip(job.routing, counts, strict=True))
 
     def job_cost(self, job_id: str) -> Cost:
-        """Accumulated time of the job's units, scrapped ones included: their time was spent."""
+        """Accumulated time of the job's units, scrapped ones included: their time was spent.
+
+        Only for a :meth:`complete` job (ValueError otherwise): adopt its units from storage first.
+        """
+        self._require_complete(job_id)
         total = Cost()
         for unit in self.units_of(job_id):
             total.add(unit.cost)
@@ -558,6 +629,10 @@ class JobBook:
                 f"cannot merge {source.id} ({source.part} rev {source.revision}) into {target.id} "
                 f"({target.part} rev {target.revision}): only the same part number and revision merge",
             )
+        # Every unit of the source moves, and the target's units keep the book's order: both are
+        # needed whole (CellModel.references names them when they are not).
+        self._require_complete(source_id)
+        self._require_complete(target_id)
         units = self.units_of(source_id)
         positions: dict[str, int] = {}
         target_ops = [s.operation for s in target.routing]

@@ -50,8 +50,9 @@ class LoggedAnswer:
 # ---------------------------------------------------------------------------------------- loading
 # Memory holds the cell's live state, not its history: jobs that are not Closed, Closed jobs that still
 # have a live unit or a unit on a pallet (or a unit whose hand-given serial the counter has yet to
-# reach, see CellModel.retire), and all units of those jobs. The rest stays stored; the writer reads
-# it back when a command names it (fetch_retired, CellModel.references and CellModel.adopt).
+# reach, see CellModel.retire), and of their units the live ones, the ones on pallets and the ones with
+# such a serial. The rest stays stored; the writer reads it back when a command names it
+# (fetch_retired, CellModel.references and CellModel.adopt).
 
 _OPEN_STATES = tuple(s.value for s in JobState if s is not JobState.CLOSED)
 _LIVE_STATUSES = (UnitStatus.WAITING.value, UnitStatus.IN_STEP.value)
@@ -89,26 +90,38 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
     live = select(units.c.job_id).where(units.c.status.in_(_LIVE_STATUSES)).distinct()
     wanted.update(row.job_id for row in await conn.execute(live))
     on_pallets = sorted({s for p in tables["pallets"] if p.id in tracker.pallets for s in p.units})
+    extra: list[Any] = []  # units held for what they are, not for being live
     for chunk in chunks(on_pallets):
-        wanted.update(row.job_id for row in await conn.execute(select(units.c.job_id).where(units.c.serial.in_(chunk))))
+        extra.extend(await conn.execute(select(units).where(units.c.serial.in_(chunk))))
     # Serials given by hand that the counter has yet to generate: few, found among the serials that
     # start like a generated one and sort after the counter's (a wider superset, then the exact test).
     current = tracker.serial_for(tracker.serial_seq)
     length = func.length(units.c.serial)
-    ahead = select(units.c.serial, units.c.job_id).where(
+    ahead = select(units).where(
         units.c.serial.startswith(tracker.generated_prefix(), autoescape=True),
         or_(length > len(current), and_(length == len(current), units.c.serial > current)),
     )
-    wanted.update(row.job_id for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
+    extra.extend(row for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
+    wanted.update(row.job_id for row in extra)
     for chunk in chunks(sorted(wanted - kept)):
         job_rows.extend(await conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
     tables["jobs"] = job_rows
 
+    # Of the kept jobs' units, the live ones (through units.job_id or units.status) and those above,
+    # job by job; finished and scrapped units stay stored until a command needs them.
     unit_rows: list[Any] = []
     for chunk in chunks(sorted(row.id for row in job_rows)):
-        unit_rows.extend(await conn.execute(select(units).where(units.c.job_id.in_(chunk))))
-    # The units of serials in unfilled workorders, for the times their cost reports are made of.
+        unit_rows.extend(
+            await conn.execute(select(units).where(units.c.job_id.in_(chunk), units.c.status.in_(_LIVE_STATUSES)))
+        )
     held = {row.serial for row in unit_rows}
+    for row in extra:
+        if row.serial not in held:
+            held.add(row.serial)
+            unit_rows.append(row)
+    unit_rows.sort(key=lambda row: row.job_id)  # stable: each job's units in the order read
+
+    # The units of serials in unfilled workorders, for the times their cost reports are made of.
     serials, workorders = S.workorder_serials, S.workorders
     assigned = (
         select(units)
@@ -132,11 +145,13 @@ def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None
     """Fill a freshly built model (from config) with stored rows: each table's rows by its name in
     :mod:`gateway.storage.schema` (tables not given are empty), rows with attribute access.
 
-    Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Jobs kept in memory
-    are the ones that are not Closed, and Closed ones with a live unit, a unit on a (configured) pallet
-    or a unit whose hand-given serial the counter has yet to generate; with all of their units. Every
-    unit row given still counts for the cost report of an unfilled workorder that holds its serial.
-    A ``job_seq`` row in ``gateway_meta`` keeps generated job ids after ``J-<job_seq>``.
+    Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Units kept in memory
+    are the live ones, the ones on a (configured) pallet and the ones whose hand-given serial the
+    counter has yet to generate; jobs kept are the ones that are not Closed and the ones of those
+    units. Every kept job counts as incomplete (:meth:`JobBook.complete`): storage may hold more of
+    its units, read back when a command needs them all. Every unit row given still counts for the
+    cost report of an unfilled workorder that holds its serial. A ``job_seq`` row in ``gateway_meta``
+    keeps generated job ids after ``J-<job_seq>``.
     """
     book, tracker = model.book, model.tracker
     for row in tables.get("part_specs", ()):
@@ -165,16 +180,18 @@ def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None
         book.note_job_id(row.id)
         if row.state != JobState.CLOSED.value:
             kept.add(row.id)
-    for row in unit_rows:
-        if row.job_id not in kept and (
-            row.status in _LIVE_STATUSES or row.serial in on_pallets or tracker.may_generate(row.serial)
-        ):
-            kept.add(row.job_id)
+    held = [
+        row
+        for row in unit_rows
+        if row.status in _LIVE_STATUSES or row.serial in on_pallets or tracker.may_generate(row.serial)
+    ]
+    kept.update(row.job_id for row in held)
     kept &= stored
     book.adopt(
         [R.job_from(row) for row in job_rows if row.id in kept],
-        [R.unit_from(row) for row in unit_rows if row.job_id in kept],
+        [R.unit_from(row) for row in held if row.job_id in kept],
     )
+    book.mark_incomplete(kept)
     model.orders = _restore_orders(tables, unit_rows, meta)
     model.drain()
 

@@ -5,8 +5,9 @@ The writer owns exactly one CellModel and is the only caller of ``apply``; that 
 step as the report that finished the unit, so it is saved in the same transaction.
 
 Memory holds what is live, not the cell's whole history. Once stored, a Closed job whose units are
-neither live nor on a pallet can be retired (:meth:`CellModel.retire`); before applying a command the
-writer asks which jobs and serials it names that memory does not hold (:meth:`CellModel.references`),
+neither live nor on a pallet can be retired, and the finished and scrapped units of any job that are
+not on a pallet can leave memory (:meth:`CellModel.retire`); before applying a command the writer asks
+which jobs and serials it names that memory does not hold (:meth:`CellModel.references`),
 reads those from storage and hands them back (:meth:`CellModel.adopt`), so that every command is
 answered exactly as if nothing had ever been retired.
 """
@@ -100,39 +101,50 @@ class CellModel:
 
     # ------------------------------------------------------------------ what memory holds
     def retire(self, candidates: Iterable[str]) -> list[str]:
-        """Drop from memory each candidate job that is Closed, has no live unit and none of whose units
-        is on a pallet, with all of its units; returns the ids of the jobs dropped.
+        """Drop from memory what of the candidate jobs the live cell no longer needs; returns the ids of
+        the jobs dropped whole.
 
+        A candidate job that is Closed, has no live unit and none of whose units is on a pallet leaves
+        with all of its units. Of a candidate job that stays, the units that are finished or scrapped
+        and not on a pallet leave (:meth:`JobBook.shed`); the job, its counts and its other units stay.
         Their rows stay stored, and nothing is marked dirty: call it only for state that has been
         turned into rows already (a job or unit changed since the last :meth:`drain` is kept).
-        Unknown ids and jobs that do not qualify are passed over. So is a job with a unit whose serial,
-        given by hand, has the form the serial counter has yet to generate: the counter skips a serial
-        the book holds, so such a unit stays until the counter has passed it.
+        Unknown ids are passed over. So is a unit whose serial, given by hand, has the form the serial
+        counter has yet to generate (and a job with such a unit): the counter skips a serial the book
+        holds, so such a unit stays until the counter has passed it.
         """
         book, tracker = self.book, self.tracker
-        wanted = [j for j in dict.fromkeys(candidates) if book.retirable(j)]
+        wanted = [j for j in dict.fromkeys(candidates) if j in book.jobs]
         if not wanted:
             return []
         on_pallets = {serial for pallet in tracker.pallets.values() for serial in pallet.units}
         retired: list[str] = []
         for job_id in wanted:
-            if any(u.serial in on_pallets or tracker.may_generate(u.serial) for u in book.units_of(job_id)):
+            units = book.units_of(job_id)
+            stays = [u.serial in on_pallets or tracker.may_generate(u.serial) for u in units]
+            if book.retirable(job_id) and not any(stays):
+                book.retire(job_id)
+                retired.append(job_id)
                 continue
-            book.retire(job_id)
-            retired.append(job_id)
+            shed = [u.serial for u, kept in zip(units, stays, strict=True) if not kept and book.sheddable(u.serial)]
+            if shed:
+                book.shed(shed)
         return retired
 
     def references(self, command: Command) -> tuple[frozenset[str], frozenset[str]]:
-        """The job ids and serials ``command`` names (or would create) that memory does not hold.
+        """The job ids and serials ``command`` names (or would create) that memory does not hold, and
+        the held jobs it needs with all of their units when memory holds only some (a merge's).
 
-        The writer reads those from storage and hands what it found to :meth:`adopt` before applying
-        the command; what storage does not have either is simply new. Ids the command would generate
-        need no look-up: generated job ids stay ahead of every stored one, and a stored serial the
-        serial counter has yet to reach is always held (see :meth:`retire`).
+        The writer reads those from storage (a job with all of its units, a serial with its job and all
+        of that job's units) and hands what it found to :meth:`adopt` before applying the command; what
+        storage does not have either is simply new. Ids the command would generate need no look-up:
+        generated job ids stay ahead of every stored one, and a stored serial the serial counter has
+        yet to reach is always held (see :meth:`retire`).
         """
         book = self.book
         jobs: list[str] = []
         serials: list[str] = []
+        whole: list[str] = []  # held or not, needed with every unit
         match command:
             case LoadCompleted():
                 jobs.append(command.job)
@@ -155,7 +167,9 @@ class CellModel:
                 if parent is not None:
                     jobs.append(f"{parent.id}-R{parent.children + 1}")
             case MergeJobs():
+                # The source's units all move, finished ones too, and join the target's in order.
                 jobs.extend((command.target_job_id, command.source_job_id))
+                whole.extend((command.target_job_id, command.source_job_id))
             case BackOutJob():
                 jobs.append(command.job_id)
             case AssignSerials():
@@ -169,7 +183,8 @@ class CellModel:
             case _:
                 pass
         return (
-            frozenset(j for j in jobs if isinstance(j, str) and j and j not in book.jobs),
+            frozenset(j for j in jobs if isinstance(j, str) and j and j not in book.jobs)
+            | frozenset(j for j in whole if isinstance(j, str) and j in book.jobs and not book.complete(j)),
             frozenset(s for s in serials if isinstance(s, str) and s and s not in book.units),
         )
 
@@ -184,7 +199,8 @@ class CellModel:
     def adopt(self, jobs: Sequence[Job], units: Sequence[Unit]) -> None:
         """Hand back retired jobs and units read from storage (each job with all of its units).
 
-        What memory holds already is kept; nothing is marked dirty; they may be retired again later.
+        What memory holds already is kept (units shed from a held job come back in their places);
+        nothing is marked dirty; they may be retired again later.
         """
         self.book.adopt(jobs, units)
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from gateway.service.replay import command_from_log
 from gateway.storage import schema as S
 from gateway.tracking.reports import REPORT_TYPES
-from tests.service.harness import Cell
+from tests.service.harness import Cell, whole_book
 
 DAYS = Path(__file__).resolve().parents[1] / "data" / "days"
 
@@ -50,7 +50,7 @@ async def play(cell: Cell, day: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 async def summary(cell: Cell, answers: list[list[Any]]) -> dict[str, Any]:
-    book = cell.book
+    jobs, units = await whole_book(cell)  # closed jobs and finished units may have left memory
     async with cell.writer.store.engine.connect() as conn:
         scans = (await conn.execute(select(S.unit_scans).order_by(S.unit_scans.c.id))).all()
     return {
@@ -64,7 +64,7 @@ async def summary(cell: Cell, answers: list[list[Any]]) -> dict[str, Any]:
                 "finished": j.finished,
                 "wip": j.wip,
             }
-            for j in sorted(book.jobs.values(), key=lambda j: j.id)
+            for j in sorted(jobs.values(), key=lambda j: j.id)
         },
         "units": {
             u.serial: {
@@ -77,7 +77,7 @@ async def summary(cell: Cell, answers: list[list[Any]]) -> dict[str, Any]:
                 "expected_machine": u.cost.expected_machine,
                 "unknown_elapsed": u.cost.unknown_elapsed,
             }
-            for u in sorted(book.units.values(), key=lambda u: u.serial)
+            for u in sorted(units.values(), key=lambda u: u.serial)
         },
         "scans": [
             [

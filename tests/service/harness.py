@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from gateway.bootstrap import build_model
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.service.ports import Store
 from gateway.service.writer import Answer, Writer
+from gateway.storage import rows as R
+from gateway.storage import schema as S
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
@@ -45,6 +49,20 @@ class Cell:
     @property
     def tracker(self):  # type: ignore[no-untyped-def]
         return self.writer.model.tracker
+
+
+async def whole_book(cell: Cell) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every job and unit of the cell: what memory holds, and what left memory as the store holds it
+    (closed jobs and finished units leave memory; a replay of the log has them all)."""
+    engine = cell.writer.store.engine
+    jobs: dict[str, Any] = dict(cell.book.jobs)
+    units: dict[str, Any] = dict(cell.book.units)
+    async with engine.connect() as conn:
+        for row in await conn.execute(select(S.jobs)):
+            jobs.setdefault(row.id, R.job_from(row))
+        for row in await conn.execute(select(S.units)):
+            units.setdefault(row.serial, R.unit_from(row))
+    return jobs, units
 
 
 @asynccontextmanager

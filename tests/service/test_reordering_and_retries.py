@@ -24,7 +24,7 @@ from gateway.service.replay import replay
 from gateway.tracking.reports import REPORT_TYPES
 from tests.conftest import DEMO_CONFIG
 from tests.service.days import DAYS, play, read_day, summary
-from tests.service.harness import running_cell
+from tests.service.harness import running_cell, whole_book
 
 TOLERANCE_S = 300  # the demo config's source_time_tolerance_seconds
 
@@ -86,8 +86,9 @@ async def run(lines: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
             answers = await play(cell, played)  # SourceTime = receipt time + offset = the event's own time
             result = await summary(cell, answers)
             replayed, outcome = await replay(cell.writer.store.engine, lambda: build_model(config))
-            assert repr(sorted(replayed.book.units.items())) == repr(sorted(cell.book.units.items()))
-            assert repr(sorted(replayed.book.jobs.items())) == repr(sorted(cell.book.jobs.items()))
+            jobs, units = await whole_book(cell)
+            assert repr(sorted(replayed.book.units.items())) == repr(sorted(units.items()))
+            assert repr(sorted(replayed.book.jobs.items())) == repr(sorted(jobs.items()))
             state = [repr(sorted(cell.tracker.pallets.items())), repr(sorted(cell.tracker.stations.items()))]
             return result, outcome.mismatches + state
 

@@ -1,11 +1,14 @@
-"""Retiring stored jobs from memory changes no answer: a lean model against one that keeps everything.
+"""Retiring stored jobs and units from memory changes no answer: a lean model against one that keeps
+everything.
 
-Both models get the same commands. The lean one retires every job it may after each command (with an
-in-memory "store" of everything it changed, as the writer saves it) and, before each command, adopts
-back from that store what :meth:`CellModel.references` names, as the writer does. Every answer
-(outputs, flags, or refusal reason and message) must be the same, memory plus store must hold exactly
-the full model's jobs and units, and workorder cost reports must be identical. Then stored rows
-(as rows.py and orders_rows.py make them) restore a fresh model with only the live state.
+Both models get the same commands. After each command the lean one retires every job it may and
+sheds the finished and scrapped units of the jobs that stay (with an in-memory "store" of everything
+it changed, as the writer saves it) and, before each command, adopts back from that store what
+:meth:`CellModel.references` names, as the writer does. Every answer (outputs, flags, or refusal
+reason and message), every event and every set of changed entities must be the same, memory plus store
+must hold exactly the full model's jobs and units (the units of a job in the same order), and
+workorder cost reports must be identical. Then stored rows (as rows.py and orders_rows.py make them)
+restore a fresh model with only the live state.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import hypothesis
+import pytest
 from hypothesis import HealthCheck, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +39,7 @@ from gateway.jobs.commands import (
     ResumeJob,
     SplitJob,
 )
+from gateway.jobs.events import JobEvent, UnitsMoved
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
 from gateway.orders.commands import (
     AssignSerials,
@@ -47,7 +52,7 @@ from gateway.orders.costs import cost_report
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage.store import restore_model
-from gateway.tracking.model import CellModel, Command
+from gateway.tracking.model import CellModel, Changes, Command
 from gateway.tracking.reports import LoadCompleted, PalletArrived, ScanIn, ScanOut, ScanResult, Scrap, StartUnit
 from tests.conftest import DEMO_CONFIG
 
@@ -79,12 +84,13 @@ class Store:
         self.jobs: dict[str, Job] = {}
         self.units: dict[str, Unit] = {}
 
-    def save(self, model: CellModel) -> None:
+    def save(self, model: CellModel) -> Changes:
         changes = model.drain()
         for job_id in changes.jobs:
             self.jobs[job_id] = copy.deepcopy(model.book.jobs[job_id])
         for serial in changes.units:
             self.units[serial] = copy.deepcopy(model.book.units[serial])
+        return changes
 
     def fetch(self, job_ids: frozenset[str], serials: frozenset[str]) -> tuple[list[Job], list[Unit]]:
         """As storage.store.fetch_retired: the jobs named, the jobs of the serials, all their units."""
@@ -102,29 +108,47 @@ class Pair:
         self.now = T0
         self.ids = 0
         self.retired = 0
+        self.shed = 0
+        self.events: list[JobEvent] = []  # of the last command
 
     def send(self, command: Command) -> None:
         self.now += timedelta(seconds=60)
+        lean = self.lean.book
         job_ids, serials = self.lean.references(command)
-        assert not (job_ids & set(self.lean.book.jobs))
-        assert not (serials & set(self.lean.book.units))
+        # held jobs are named only when the command needs all of their units and memory lacks some
+        assert all(not lean.complete(j) for j in job_ids & set(lean.jobs))
+        assert not (serials & set(lean.units))
         jobs, units = self.store.fetch(job_ids, serials)
-        if jobs:
+        if any(j.id not in lean.jobs for j in jobs):
             event("adopted a retired job")
+        returned = any(u.job_id in lean.jobs for u in units if u.serial not in lean.units)
+        if returned:
+            event(f"adopted units of a held job for {type(command).__name__}")
         self.lean.adopt(jobs, units)
-        assert not self.lean.book.dirty.jobs
-        assert not self.lean.book.dirty.units
+        assert all(lean.complete(j.id) for j in jobs)
+        assert not lean.dirty.jobs
+        assert not lean.dirty.units
         expected = _answer(self.full, command, self.now)
         got = _answer(self.lean, command, self.now)
         assert got == expected, command
-        self.full.drain()
-        self.store.save(self.lean)
-        retired = self.lean.retire(sorted(self.lean.book.jobs))
+        if returned and isinstance(command, MergeJobs) and got[0] == "done":
+            event("merged units that had left memory")
+        full_changes = self.full.drain()
+        self.events = full_changes.events
+        lean_changes = self.store.save(self.lean)
+        assert lean_changes.events == full_changes.events, command  # the merge's units in the same order
+        assert (lean_changes.jobs, lean_changes.units) == (full_changes.jobs, full_changes.units), command
+        held = len(lean.units)
+        retired = self.lean.retire(sorted(lean.jobs))
         self.retired += len(retired)
         for job_id in retired:
             assert self.full.book.jobs[job_id].state is JobState.CLOSED
             if any(u.status is UnitStatus.FINISHED for u in self.full.book.units_of(job_id)):
                 event("retired a job with finished units")
+        shed = held - len(lean.units) - sum(len(self.full.book.units_of(j)) for j in retired)
+        if shed:
+            event("shed units of a job that stays")
+        self.shed += shed
         self.check()
 
     def eid(self) -> str:
@@ -144,8 +168,15 @@ class Pair:
                 assert serial not in {s for p in self.lean.tracker.pallets.values() for s in p.units}
         assert set(lean.jobs) <= set(full.jobs)
         assert set(lean.units) <= set(full.units)
-        for job_id in lean.jobs:  # a job is held with all of its units, in the same order
-            assert [u.serial for u in lean.units_of(job_id)] == [u.serial for u in full.units_of(job_id)]
+        on_pallets = {s for p in self.lean.tracker.pallets.values() for s in p.units}
+        for job_id in lean.jobs:  # a job is held with its units in memory, in the same order
+            every = full.units_of(job_id)
+            assert [u.serial for u in lean.units_of(job_id)] == [u.serial for u in every if u.serial in lean.units]
+            assert lean.complete(job_id) == all(u.serial in lean.units for u in every)
+            for unit in every:  # what left memory: neither live, nor on a pallet, nor a serial to generate
+                if unit.serial not in lean.units:
+                    assert unit.serial not in on_pallets
+                    assert not self.lean.tracker.may_generate(unit.serial)
         assert [j.id for j in lean.open_jobs()] == [j.id for j in full.open_jobs()]
         assert [u.serial for u in lean.live_units()] == [u.serial for u in full.live_units()]
         assert [u.serial for u in lean.open_audits()] == [u.serial for u in full.open_audits()]
@@ -170,7 +201,7 @@ def _answer(model: CellModel, command: Command, at: datetime) -> Any:
 
 Step = tuple[int, int, int, int]
 steps = st.lists(
-    st.tuples(st.integers(0, 20), st.integers(0, 50), st.integers(0, 50), st.integers(0, 3)), min_size=20, max_size=80
+    st.tuples(st.integers(0, 22), st.integers(0, 50), st.integers(0, 50), st.integers(0, 3)), min_size=20, max_size=80
 )
 
 
@@ -263,6 +294,22 @@ def _commands(pair: Pair, step: Step) -> list[Command] | Iterator[Command]:
         case 17:
             live = [u.serial for u in book.live_units()]
             return _finish(pair, _pick(live, b)) if live else []
+        case 18:  # a finished or scrapped serial scanned, scrapped or split off again
+            done = [s for s in serials if not book.units[s].live]
+            gone = _pick(done, b)
+            owner = book.units[gone].job_id if gone in book.units else job
+            return [
+                [ScanIn(STATION_FOR["OP20"], pair.eid(), None, gone)],
+                [ScanOut("C1", pair.eid(), None, gone, ScanResult.PASS)],
+                [Scrap("C1", pair.eid(), None, gone, "dropped")],
+                [SplitJob(owner, (gone,))],
+            ][c]
+        case 19:  # two open jobs with finished units merged, one way or the other
+            open_jobs = [j.id for j in book.open_jobs() if j.state is not JobState.CREATED]
+            if len(open_jobs) < 2:
+                return []
+            target = _pick(open_jobs, a)
+            return [MergeJobs(target, _pick([j for j in open_jobs if j != target], b))]
         case _:
             return _make(pair, 1 + c % 3, close=a % 3 != 0)
 
@@ -306,8 +353,11 @@ def _restore_and_compare(pair: Pair) -> None:
     assert set(fresh.book.jobs) == live
     for job_id in live:
         assert fresh.book.jobs[job_id] == full.book.jobs[job_id]
+        assert not fresh.book.complete(job_id)  # storage may hold more of its units
         assert sorted(u.serial for u in fresh.book.units_of(job_id)) == sorted(
-            u.serial for u in full.book.units_of(job_id)
+            u.serial
+            for u in full.book.units_of(job_id)
+            if u.live or u.serial in on_pallets or fresh.tracker.may_generate(u.serial)
         )
     assert fresh.tracker.serial_seq == full.tracker.serial_seq
     assert fresh.orders.workorders == full.orders.workorders
@@ -380,3 +430,95 @@ def test_a_hand_given_serial_ahead_of_the_counter_stays_until_the_counter_passes
     assert sorted(pair.full.book.units) == ["DEMO-000001", "DEMO-000002", "DEMO-000003"]
     pair.send(ReleaseJob("H"))  # any command: then "H" may go
     assert "H" not in pair.lean.book.jobs
+
+
+def _started(pair: Pair, job: str, *, finish: bool) -> str:
+    """A new unit of the job, finished or left waiting for its second step."""
+    known = set(pair.full.book.units)
+    pair.send(StartUnit("L1", pair.eid(), None, job))
+    (serial,) = set(pair.full.book.units) - known
+    if finish:
+        for command in _finish(pair, serial):
+            pair.send(command)
+    else:
+        pair.send(ScanOut("L1", pair.eid(), None, serial, ScanResult.PASS))
+    return serial
+
+
+def _open_job(pair: Pair, job: str) -> None:
+    pair.send(CreateJob(part="ABC123", revision="A", quantity=5, job_id=job))
+    pair.send(ReleaseJob(job))
+
+
+def test_a_merge_after_the_finished_units_of_its_jobs_left_memory_moves_them_in_the_same_order() -> None:
+    pair = Pair(False)
+    _open_job(pair, "A")
+    _open_job(pair, "B")
+    # made in turns, so that the merged job's order interleaves the two
+    a1 = _started(pair, "A", finish=True)
+    b1 = _started(pair, "B", finish=True)
+    a2 = _started(pair, "A", finish=False)
+    b2 = _started(pair, "B", finish=False)
+    a3 = _started(pair, "A", finish=True)
+    lean = pair.lean.book
+    assert {"A", "B"} <= set(lean.jobs)
+    assert not {a1, a3, b1} & set(lean.units)  # finished, their jobs open: out of memory
+    assert {a2, b2} <= set(lean.units)
+    assert not lean.complete("A")
+    assert not lean.complete("B")
+    assert pair.lean.references(MergeJobs("B", "A"))[0] == {"A", "B"}
+
+    pair.send(MergeJobs("B", "A"))  # answers, events (unit_events rows) and changed entities: as the full one
+    (moved,) = [e for e in pair.events if isinstance(e, UnitsMoved)]
+    assert moved.serials == (a1, a2, a3)
+    assert [u.serial for u in pair.full.book.units_of("B")] == [a1, b1, a2, b2, a3]
+    for serial in (a1, a2, a3):  # the rows stored for the moved units
+        assert R.unit_row(pair.store.units[serial]) == R.unit_row(pair.full.book.units[serial])
+        assert pair.store.units[serial].job_id == "B"
+    assert set(lean.units) == {a2, b2}  # shed again once stored
+    assert [u.serial for u in lean.units_of("B")] == [a2, b2]
+    pair.send(MergeJobs("B", "A"))  # refused: A is closed now (and retired with no unit left)
+    assert pair.events == []
+
+
+def test_a_finished_serial_that_left_memory_is_refused_as_before() -> None:
+    pair = Pair(False)
+    _open_job(pair, "A")
+    done = _started(pair, "A", finish=True)
+    live = _started(pair, "A", finish=False)
+    lean = pair.lean.book
+    assert "A" in lean.jobs
+    assert done not in lean.units
+    assert live in lean.units
+    for command in (
+        ScanIn("M1", pair.eid(), None, done),
+        Scrap("C1", pair.eid(), None, done, "dropped"),
+        SplitJob("A", (done,)),
+        StartUnit("L1", pair.eid(), None, "A", done),
+        ResolveAudit(done, "found"),
+    ):
+        assert pair.lean.references(command)[1] == {done}
+        full_answer = _answer(copy.deepcopy(pair.full), command, pair.now + timedelta(seconds=60))
+        assert full_answer[0] == "refused"
+        pair.send(command)  # the same refusal from the lean model, which adopts the unit back
+        assert done not in lean.units  # and sheds it again
+    pair.send(ScanOut("C1", pair.eid(), None, done, ScanResult.PASS))  # recorded, flagged UnitNotInWip
+    assert pair.full.book.jobs["A"].finished == 1 == lean.jobs["A"].finished
+
+
+def test_the_book_puts_shed_units_back_in_their_places_and_wants_them_for_whole_job_reads() -> None:
+    pair = Pair(False)
+    _open_job(pair, "A")
+    serials = [_started(pair, "A", finish=n != 1) for n in range(3)]
+    book = pair.lean.book
+    assert [u.serial for u in book.units_of("A")] == [serials[1]]
+    with pytest.raises(ValueError, match="not in memory"):
+        book.job_cost("A")
+    with pytest.raises(ValueError, match="cannot leave memory"):
+        book.shed([serials[1]])  # live
+    jobs, units = pair.store.fetch(frozenset({"A"}), frozenset())
+    book.adopt(jobs, list(reversed(units)))
+    assert [u.serial for u in book.units_of("A")] == serials
+    assert book.complete("A")
+    assert book.job_cost("A") == pair.full.book.job_cost("A")
+    assert not book.dirty.units

@@ -284,7 +284,7 @@ class CellSimulation:
 
     async def _learn_job(self, job_id: str, plan: JobPlan | None = None, parent: str = "") -> SimJob:
         """The job's routing as the gateway holds it (its snapshot), resolved against the config."""
-        routing = await self.planner.read_job(job_id, "Routing")
+        routing = await self.planner.read_new_job(job_id, "Routing")
         part = plan.part if plan else self.jobs[parent].part
         revision = plan.revision if plan else self.jobs[parent].revision
         supply = plan.supply_serials if plan else self.jobs[parent].supply_serials
@@ -335,7 +335,9 @@ class CellSimulation:
             if progress is not None:
                 progress(self)
             for job_id in self.jobs:
-                self.gateway_jobs[job_id] = await self.planner.job_counts(job_id)
+                counts = await self.planner.job_counts(job_id)
+                if counts is not None:  # a job that left the address space is reconciled from the database
+                    self.gateway_jobs[job_id] = counts
         finally:
             self.stop.set()
             for task in [*self._background, *self._helpers]:

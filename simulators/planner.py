@@ -14,7 +14,7 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from simulators.plc import NS_URI, CallAnswer, Link, LinkDown, Persistence, SimulationError
+from simulators.plc import NS_URI, CallAnswer, Link, LinkDown, NotPublished, Persistence, SimulationError
 from simulators.scenario import Account, PlcSettings
 
 JOB_COUNTS = ("State", "Quantity", "MaxQuantity", "Started", "Scrapped", "Finished", "Wip")
@@ -67,7 +67,7 @@ class Planner:
         answer, attempts = await self._call("Cell/Jobs", "Release", ua.Variant(job_id, ua.VariantType.String))
         if answer.status == "Good":
             return
-        if attempts > 1 and await self.read_job(job_id, "State") in ("Released", "Running"):
+        if attempts > 1 and await self.read_new_job(job_id, "State") in ("Released", "Running"):
             return
         raise SimulationError(f"Release {job_id} answered {answer.status}")
 
@@ -96,15 +96,31 @@ class Planner:
         return found
 
     async def read_job(self, job_id: str, name: str) -> Any:
+        """A job variable; None when the job's object is not in the address space (a job that is
+        closed or done leaves it after the gateway's retention, and is not published after a restart)."""
         persist = Persistence(self.link.settings, f"planner read {job_id}/{name}")
         while True:
             try:
                 return await self.link.read(f"Cell/Jobs/{job_id}/{name}")
+            except NotPublished:
+                return None
             except LinkDown as exc:
                 await persist.failed(str(exc))
 
-    async def job_counts(self, job_id: str) -> dict[str, Any]:
-        return {name: await self.read_job(job_id, name) for name in JOB_COUNTS}
+    async def read_new_job(self, job_id: str, name: str, within: float = 30.0) -> Any:
+        """A variable of a job just created or split off: its object appears once the gateway has
+        published it, just after the call was answered."""
+        deadline = asyncio.get_running_loop().time() + within
+        while (value := await self.read_job(job_id, name)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SimulationError(f"job {job_id} was not published within {within} s")
+            await asyncio.sleep(0.05)
+        return value
+
+    async def job_counts(self, job_id: str) -> dict[str, Any] | None:
+        """The job's published counts, or None if its object left the address space."""
+        counts = {name: await self.read_job(job_id, name) for name in JOB_COUNTS}
+        return None if counts["State"] is None else counts
 
     async def has_room(self, job_ids: list[str]) -> bool:
         """Does any running job still take new units (its cap not reached)?"""

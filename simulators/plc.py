@@ -78,6 +78,10 @@ class LinkDown(Exception):
     """The connection is not usable; the caller reconnects and tries again."""
 
 
+class NotPublished(Exception):
+    """The node is not in the gateway's address space (e.g. a job that is closed or done and left it)."""
+
+
 class SimulationError(RuntimeError):
     """Something the simulation cannot carry on from (a report that never got an answer)."""
 
@@ -196,6 +200,8 @@ class Link:
         try:
             async with asyncio.timeout(self.settings.call_timeout):
                 return await client.get_node(self.node_id(path)).read_value()
+        except ua.uaerrors.BadNodeIdUnknown:
+            raise NotPublished(path) from None  # the link is fine: the node is not there
         except Exception as exc:
             await self.drop()
             raise LinkDown(f"read {path}: {exc!r}") from None

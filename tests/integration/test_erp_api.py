@@ -12,8 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from gateway.config import CellConfig
 from gateway.jobs.commands import ApproveTemplate, CreateTemplate, SetDefaultTemplate
+from gateway.storage import rows as R
+from gateway.storage import schema as S
 from tests.integration.erp_support import ERP_CELL, T0, Erp, day, demo_toml, erp_gateway
 
 MakeConfig = Callable[..., CellConfig]
@@ -175,7 +179,9 @@ async def test_finished_parts_fill_the_soonest_due_workorder_at_unload(make_conf
 
         # Two parts that shared a pallet: the sums of what the cell measured for each serial.
         report = await erp.ok("GET", "/workorders/SOON/cost-report")
-        units = [erp.gateway.writer.model.book.units[s].cost for s in (first, second)]
+        async with erp.gateway.engine.connect() as conn:  # finished units may have left memory
+            rows = {r.serial: R.unit_from(r) for r in await conn.execute(select(S.units))}
+        units = [rows[s].cost for s in (first, second)]
         assert report["serials"] == [first, second]
         assert report["elapsed_labor_s"] == sum(u.elapsed_labor for u in units)
         assert report["expected_labor_s"] == sum(u.expected_labor for u in units) == 1020

@@ -94,6 +94,10 @@ class CellView:
     # Jobs a new unit may start in (released or running, with room): kept from batch to batch, so the
     # load instructions never look at every open job.
     loadable: frozenset[str] = frozenset()
+    # Jobs with work (listed on the status page) and jobs done but not closed (counted there): kept
+    # from batch to batch, so a reader never walks a year of jobs nobody closed.
+    working: frozenset[str] = frozenset()
+    done: frozenset[str] = frozenset()
 
     @property
     def wip(self) -> int:
@@ -143,12 +147,20 @@ def job_view(model: CellModel, job: Job) -> JobView:
     )
 
 
+def job_view_of(job: Job) -> str:
+    """How the status page shows a job: "working" (listed), "done" (counted), "" (not at all: closed
+    with nothing left in WIP, or Created)."""
+    wip = job.started - job.scrapped - job.finished
+    if job.state is JobState.CLOSED:
+        return "working" if wip else ""
+    if wip == 0 and job.finished >= job.quantity:
+        return "done"
+    return "working"
+
+
 def full_view(model: CellModel, counter: int) -> CellView:
     """The whole view of a freshly loaded model (start-up, and after a reload)."""
-    loadable = frozenset(j.id for j in model.tracker.load_candidates())
-    return refresh(
-        CellView(loadable=loadable), model, counter, stations=model.tracker.stations, jobs=model.book.jobs, units=True
-    )
+    return refresh(CellView(), model, counter, stations=model.tracker.stations, jobs=model.book.jobs, units=True)
 
 
 def refresh(
@@ -169,18 +181,26 @@ def refresh(
     book = model.book
     station_ids = set(stations)
     job_ids = set(jobs)
+    dropped = [j for j in gone if j in base.jobs]
     if units or job_ids:
         station_ids |= {s for s, st in model.tracker.stations.items() if st.pallet}
-    loadable = base.loadable
-    if job_ids:
-        kept = set(loadable)
-        for job_id in job_ids:
+    loadable, working, done = base.loadable, base.working, base.done
+    if job_ids or dropped:
+        kept, busy, finished = set(loadable), set(working), set(done)
+        for job_id in job_ids | set(dropped):
             job = book.jobs.get(job_id)
-            if job is not None and is_load_candidate(job):
+            for group in (kept, busy, finished):
+                group.discard(job_id)
+            if job is None:
+                continue
+            if is_load_candidate(job):
                 kept.add(job_id)
-            else:
-                kept.discard(job_id)
-        loadable = frozenset(kept)
+            shown = job_view_of(job)
+            if shown == "working":
+                busy.add(job_id)
+            elif shown == "done":
+                finished.add(job_id)
+        loadable, working, done = frozenset(kept), frozenset(busy), frozenset(finished)
     new_stations = base.stations
     if station_ids:
         candidates = model.tracker.load_candidates(book.jobs[j] for j in loadable if j in book.jobs)
@@ -190,7 +210,6 @@ def refresh(
                 changed[station_id] = station_view(model, station_id, candidates)
         new_stations = MappingProxyType(changed)
     new_jobs = base.jobs
-    dropped = [j for j in gone if j in base.jobs]
     if job_ids or dropped:
         changed_jobs = dict(base.jobs)
         for job_id in dropped:
@@ -208,7 +227,7 @@ def refresh(
             AuditView(u.serial, u.job_id, u.last_activity) for u in sorted(book.open_audits(), key=lambda u: u.serial)
         )
         oldest = min((u.last_activity for u in book.live_units() if not u.audit_flagged), default=None)
-    return CellView(counter, new_stations, new_jobs, audits, oldest, loadable)
+    return CellView(counter, new_stations, new_jobs, audits, oldest, loadable, working, done)
 
 
 def instruction(view: StationView) -> dict[str, Any] | None:

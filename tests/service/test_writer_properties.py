@@ -139,6 +139,7 @@ class Run:
         # The view, built a batch at a time from what changed, equals one built from scratch.
         fresh = full_view(model, view.counter)
         assert view.loadable == fresh.loadable == {j.id for j in model.tracker.load_candidates()}
+        assert (view.working, view.done) == (fresh.working, fresh.done)
         assert dict(view.stations) == dict(fresh.stations)
         assert {k: v for k, v in view.jobs.items() if k in model.book.jobs} == dict(fresh.jobs)
         assert (view.audits, view.oldest_activity) == (fresh.audits, fresh.oldest_activity)

@@ -308,7 +308,7 @@ class Writer:
     async def _prepare(self, batch: list[_Pending]) -> _Prepared | None:
         """Look up what the batch needs, then apply it; a command that fails is undone and refused."""
         while True:
-            batch = [p for p in batch if not p.future.done()]
+            batch = self._still_waiting(batch)
             if not batch:
                 return None
             if self._broken is not None:
@@ -336,6 +336,18 @@ class Writer:
                 if self._flight is not None and not await self._settle():
                     continue  # the batch in flight failed, and its recovery reloaded the state
                 await self._reload()
+
+    def _still_waiting(self, batch: list[_Pending]) -> list[_Pending]:
+        """The commands whose callers still wait; one whose caller gave up (cancelled) is dropped
+        unapplied, with its bookkeeping (it was not acknowledged; a retry is a new report)."""
+        waiting = []
+        for pending in batch:
+            if pending.future.done():
+                self._open.pop(id(pending), None)
+                self._poisoned.pop(id(pending), None)
+            else:
+                waiting.append(pending)
+        return waiting
 
     async def _lookups(self, batch: list[_Pending]) -> bool:
         """Stored answers of older reports, and entities that left memory, that the batch names."""

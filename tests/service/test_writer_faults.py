@@ -388,3 +388,23 @@ async def test_a_defect_in_the_writer_itself_fails_only_the_batch_at_hand(
         again = await one_batch(cell, PalletArrived("L1", "a", None, "P1"), PalletArrived("L2", "b", None, "P2"))
         assert all(a.ok for a in again)
         assert pallet_at(cell, "P1") == "L1"
+
+
+async def test_a_caller_that_gives_up_leaves_no_bookkeeping_behind(demo_config: CellConfig) -> None:
+    """A PLC whose call is cancelled (its session dropped): its report is stored or not, never half;
+    nothing of it stays in the writer's memory, and the next reports are served."""
+    store = MemoryStore()
+    async with running_cell(demo_config, store=store) as cell:
+        for i in range(20):
+            gone = asyncio.ensure_future(cell.send(PalletArrived("L1", f"gone{i}", None, "P1"), "plc"))
+            for _ in range(i % 4):  # cancelled before, while or after the writer takes it
+                await asyncio.sleep(0)
+            gone.cancel()
+            assert (await cell.send(PalletArrived("L2", f"next{i}", None, "P2"), "plc")).ok
+        await cell.writer.wait_idle()
+        assert cell.writer._open == {}
+        assert cell.writer._poisoned == {}
+    stored = {r["event_id"] for r in store.rows("cell_events")}
+    assert {f"next{i}" for i in range(20)} <= stored
+    _, result = replay_rows([SimpleNamespace(**r) for r in store.rows("cell_events")], lambda: build_model(demo_config))
+    assert result.mismatches == []

@@ -55,7 +55,7 @@ from gateway.opcua.identity import (
 from gateway.opcua.status import OVERLOADED, STORE_UNAVAILABLE, status_of
 from gateway.service.answers import safe_text
 from gateway.service.views import CellView, JobView
-from gateway.service.writer import Answer, Committed, Overloaded, StoreUnavailable, Writer
+from gateway.service.writer import Answer, Applied, Committed, Overloaded, StoreUnavailable, Writer
 from gateway.tracking.model import Command
 from gateway.tracking.reports import (
     CycleEnded,
@@ -785,62 +785,72 @@ class OpcUaServer:
     async def on_commit(self, batch: Committed) -> None:
         """After a commit (in the feed's task): variables from the committed view, events, log lines."""
         if self._initial is not None and not self._initial.done():
-            await asyncio.shield(self._initial)  # the jobs loaded at start first, then what changed since
+            await asyncio.wait([self._initial])  # the jobs loaded at start first (never raises: stop cancels it)
         view = batch.view
-        await self._publish_stations(view, batch.stations | {s for s, st in view.stations.items() if st.pallet})
+        try:
+            await self._publish_stations(view, batch.stations | {s for s, st in view.stations.items() if st.pallet})
+        except Exception:  # the jobs, events and log lines below still come
+            log.exception("station_publish_failed")
         for job_id in batch.jobs:
             job = view.jobs.get(job_id)
             if job is not None:
                 await self._publish_job(job)
         for item in batch.applied:
-            answer, command = item.answer, item.command
-            _canonical_line(item.command, item.actor, answer)
-            if answer.replayed or self.events is None:
+            _canonical_line(item.command, item.actor, item.answer)
+            if item.answer.replayed or self.events is None:
                 continue
-            report_fields = _report_fields(command)
-            if answer.reason is not None:
+            try:
+                await self._raise_events(item)
+            except Exception:  # one event that cannot be raised never costs the others theirs
+                log.exception("events_failed", kind=item.command.kind)
+
+    async def _raise_events(self, item: Applied) -> None:
+        assert self.events is not None
+        answer, command = item.answer, item.command
+        report_fields = _report_fields(command)
+        if answer.reason is not None:
+            await self.events.raise_event(
+                "RejectionEventType",
+                f"{command.kind} {_where(command)} refused ({answer.reason.value}): {answer.message}",
+                {**report_fields, "Reason": answer.reason.value},
+            )
+        for flag in answer.flags:
+            fields: dict[str, Any] = {**report_fields, "Reason": flag.anomaly.value}
+            named = {"Serial": flag.serial, "Pallet": flag.pallet, "Job": flag.job}
+            fields.update({k: v for k, v in named.items() if v})
+            await self.events.raise_event("AnomalyEventType", flag.message, fields, severity=300)
+        for event in item.events:
+            if isinstance(event, JobStateChanged) and event.to_state is not JobState.CREATED:
+                # a Created job is invisible to the shop floor, in events as in the address space
                 await self.events.raise_event(
-                    "RejectionEventType",
-                    f"{command.kind} {_where(command)} refused ({answer.reason.value}): {answer.message}",
-                    {**report_fields, "Reason": answer.reason.value},
+                    "JobStateChangedEventType",
+                    f"job {event.job}: {event.from_state or 'new'} -> {event.to_state} ({event.reason})",
+                    {
+                        "Job": event.job,
+                        "FromState": event.from_state.value if event.from_state else "",
+                        "ToState": event.to_state.value,
+                        "Reason": event.reason,
+                    },
                 )
-            for flag in answer.flags:
-                fields: dict[str, Any] = {**report_fields, "Reason": flag.anomaly.value}
-                named = {"Serial": flag.serial, "Pallet": flag.pallet, "Job": flag.job}
-                fields.update({k: v for k, v in named.items() if v})
-                await self.events.raise_event("AnomalyEventType", flag.message, fields, severity=300)
-            for event in item.events:
-                if isinstance(event, JobStateChanged) and event.to_state is not JobState.CREATED:
-                    # a Created job is invisible to the shop floor, in events as in the address space
-                    await self.events.raise_event(
-                        "JobStateChangedEventType",
-                        f"job {event.job}: {event.from_state or 'new'} -> {event.to_state} ({event.reason})",
-                        {
-                            "Job": event.job,
-                            "FromState": event.from_state.value if event.from_state else "",
-                            "ToState": event.to_state.value,
-                            "Reason": event.reason,
-                        },
-                    )
-                elif isinstance(event, UnitFinished):
-                    await self.events.raise_event(
-                        "UnitFinishedEventType",
-                        f"{event.serial} of {event.job} finished",
-                        {"Serial": event.serial, "Job": event.job},
-                        severity=100,
-                    )
-                elif isinstance(event, LostAuditFlagged):
-                    await self.events.raise_event(
-                        "LostAuditEventType",
-                        f"{event.serial} of {event.job} idle for {event.idle_seconds / 86400:.1f} days: Lost Audit",
-                        {
-                            "Serial": event.serial,
-                            "Job": event.job,
-                            "Station": event.station,
-                            "IdleSeconds": event.idle_seconds,
-                        },
-                        severity=700,
-                    )
+            elif isinstance(event, UnitFinished):
+                await self.events.raise_event(
+                    "UnitFinishedEventType",
+                    f"{event.serial} of {event.job} finished",
+                    {"Serial": event.serial, "Job": event.job},
+                    severity=100,
+                )
+            elif isinstance(event, LostAuditFlagged):
+                await self.events.raise_event(
+                    "LostAuditEventType",
+                    f"{event.serial} of {event.job} idle for {event.idle_seconds / 86400:.1f} days: Lost Audit",
+                    {
+                        "Serial": event.serial,
+                        "Job": event.job,
+                        "Station": event.station,
+                        "IdleSeconds": event.idle_seconds,
+                    },
+                    severity=700,
+                )
 
 
 async def _one_dimension(node: Node) -> None:

@@ -131,6 +131,10 @@ class Feed:
                 if result is not None:
                     await result
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the feed itself is being stopped
+                # Something the listener awaited was cancelled, not the feed: the others still run.
+                log.error("listener_cancelled", listener=getattr(listener, "__qualname__", repr(listener)))
             except Exception:
                 log.exception("listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))

@@ -366,6 +366,10 @@ class Writer:
             try:
                 await self._look_up([pending])
             except Exception as exc:
+                if self.store.is_outage(exc):
+                    log.error("lookup_failed", error=str(exc), size=len(batch))
+                    self._fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
+                    return False
                 log.error("lookup_failed", kind=pending.command.kind, source=pending.command.source, exc_info=exc)
                 self.stats.internal_errors += 1
                 self._poisoned[id(pending)] = _internal_message(exc)
@@ -527,17 +531,8 @@ class Writer:
         prepared = await self._prepare(batch)
         if prepared is None:
             return
-        started = asyncio.get_running_loop().time()
-        self._retire_done(exclude=prepared.jobs)
-        try:
-            if prepared.rows:
-                await asyncio.shield(self.store.commit(prepared.rows))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._commit_failed(prepared, exc)
-            return
-        self._committed(prepared, asyncio.get_running_loop().time() - started)
+        self._launch(prepared)  # in flight like any batch: a shutdown meanwhile waits for it
+        await self._settle()
 
     async def _reload(self) -> bool:
         """The model again from the store. False (and the writer refuses to apply) if it cannot be read."""
@@ -561,7 +556,9 @@ class Writer:
         """After a defect in the writer's own code: what it had taken is failed, the state reloaded."""
         flight, self._flight = self._flight, None
         if flight is not None:
-            await asyncio.gather(flight.task, return_exceptions=True)
+            await asyncio.wait([flight.task])
+            if not flight.task.cancelled() and flight.task.exception() is None:
+                self._committed(flight.prepared, 0.0)  # it is stored: its callers hear so
         queued = {id(p) for p in self._queue}
         self._fail([p for k, p in self._open.items() if k not in queued], StoreUnavailable(why))
         await self._reload()

@@ -21,7 +21,9 @@ from sqlalchemy import select
 from gateway.bootstrap import build_model
 from gateway.config import CellConfig
 from gateway.errors import Reason
+from gateway.service.feed import Committed, Feed
 from gateway.service.replay import replay, replay_rows
+from gateway.service.views import CellView
 from gateway.service.writer import Overloaded, StoreUnavailable
 from gateway.storage import batch as batch_module
 from gateway.storage import schema as S
@@ -408,3 +410,111 @@ async def test_a_caller_that_gives_up_leaves_no_bookkeeping_behind(demo_config: 
     assert {f"next{i}" for i in range(20)} <= stored
     _, result = replay_rows([SimpleNamespace(**r) for r in store.rows("cell_events")], lambda: build_model(demo_config))
     assert result.mismatches == []
+
+
+# ------------------------------------------------------------------------------------------- review regressions
+
+
+async def test_a_shutdown_while_a_split_batch_commits_answers_what_was_stored(demo_config: CellConfig) -> None:
+    """A batch whose commit failed on its data is committed in halves; a stop during one of those
+    commits waits for it, so its callers hear that it was stored (not "shutting down")."""
+    store = MemoryStore()
+    async with running_cell(demo_config, store=store) as cell:
+        store.fail_next(lambda _: BadRow("bad data"))  # the whole batch once, then its halves commit
+        with store.hold() as gate:
+            calls = [
+                asyncio.ensure_future(cell.send(PalletArrived("L1", "a", None, "P1"), "plc")),
+                asyncio.ensure_future(cell.send(PalletArrived("L2", "b", None, "P2"), "plc")),
+            ]
+            await until(store.committing.is_set)  # the batch, held: it will fail on its data
+            store.committing.clear()
+            gate.set()
+            await until(lambda: cell.writer.stats.reloads >= 1)
+            gate.clear()
+            await until(store.committing.is_set)  # the first half, held
+            writer = next(t for t in asyncio.all_tasks() if t.get_name() == "writer")
+            writer.cancel()  # the gateway stops meanwhile
+            await asyncio.sleep(0)
+            gate.set()
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+    stored = {r["event_id"] for r in store.rows("cell_events")}
+    for event_id, answer in zip(("a", "b"), answers, strict=True):
+        if isinstance(answer, StoreUnavailable):
+            assert event_id not in stored, f"{event_id} was stored but answered {answer}"
+        else:
+            assert event_id in stored
+
+
+async def test_a_defect_while_the_next_batch_is_applied_still_answers_the_committed_one(
+    demo_config: CellConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = batch_module.batch_rows
+    calls: list[int] = []
+
+    def broken_second(*args: Any, **kwargs: Any) -> BatchRows:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a defect while the next batch is applied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("gateway.service.writer.batch_rows", broken_second)
+    store = MemoryStore()
+    async with running_cell(demo_config, store=store) as cell:
+        with store.hold() as gate:
+            first = asyncio.ensure_future(cell.send(PalletArrived("L1", "a", None, "P1"), "plc"))
+            await until(store.committing.is_set)
+            second = asyncio.ensure_future(cell.send(PalletArrived("L2", "b", None, "P2"), "plc"))
+            await until(lambda: len(calls) == 2)
+            gate.set()
+            a, b = await asyncio.gather(first, second, return_exceptions=True)
+        assert not isinstance(a, BaseException)
+        assert a.ok  # it was committed: its caller hears so
+        assert isinstance(b, StoreUnavailable)  # the batch at hand failed, nothing of it stored
+        assert [r["event_id"] for r in store.rows("cell_events")] == ["a"]
+
+
+async def test_an_outage_while_each_report_is_looked_up_alone_is_not_a_refusal(demo_config: CellConfig) -> None:
+    store = MemoryStore()
+    real = store.find_answers
+    looked: list[int] = []
+
+    async def odd_then_down(keys: Any) -> Any:
+        looked.append(1)
+        if len(looked) == 1:
+            raise ValueError("a key the look-up cannot handle")
+        raise StoreOutage("the disk is gone")
+
+    async with running_cell(demo_config, store=store, cache_size=1) as cell:
+        await cell.ok(PalletArrived("L1", "x", None, "P1"))
+        await cell.ok(PalletArrived("L2", "y", None, "P2"))  # the log is larger than the cache now
+        store.find_answers = odd_then_down  # type: ignore[method-assign]
+        (answer,) = await one_batch(cell, PalletArrived("M1", "z", None, "P3"))
+        assert isinstance(answer, StoreUnavailable)  # not acknowledged: the PLC retries
+        store.find_answers = real  # type: ignore[method-assign]
+        assert (await cell.send(PalletArrived("M1", "z", None, "P3"), "plc")).ok  # and the retry is stored
+
+
+async def test_a_listener_whose_awaited_work_is_cancelled_does_not_stop_the_feed() -> None:
+    feed = Feed()
+    initial = asyncio.ensure_future(asyncio.Event().wait())
+    seen: list[int] = []
+
+    async def listener(batch: Committed) -> None:
+        if not initial.done():
+            await asyncio.shield(initial)
+        seen.append(len(batch.applied))
+
+    feed.subscribe(listener)
+    runner = asyncio.create_task(feed.run())
+    try:
+        feed.push(Committed([], set(), set(), CellView()))
+        await asyncio.sleep(0)
+        initial.cancel()  # e.g. the OPC UA server stops its first publication
+        feed.push(Committed([], set(), set(), CellView()))
+        async with asyncio.timeout(5):
+            await feed.wait_idle()
+        assert not runner.done()
+        assert seen  # the second batch was handed over
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

@@ -9,7 +9,6 @@ that object: it never changes under them and never shows what is not committed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,7 +70,7 @@ class JobView:
     @property
     def done(self) -> bool:
         """Its ordered quantity is finished and nothing of it is in WIP: waiting to be closed."""
-        return self.state is not JobState.CREATED and self.wip == 0 and self.finished >= self.quantity
+        return is_done(self.state, self.wip, self.finished, self.quantity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +146,17 @@ def job_view(model: CellModel, job: Job) -> JobView:
     )
 
 
+def is_done(state: JobState, wip: int, finished: int, quantity: int) -> bool:
+    """Not closed, its ordered quantity finished and nothing in WIP: it waits to be closed."""
+    return state not in (JobState.CREATED, JobState.CLOSED) and wip == 0 and finished >= quantity
+
+
 def job_view_of(job: Job) -> str:
-    """How the status page shows a job: "working" (listed), "done" (counted), "" (not at all: closed
-    with nothing left in WIP, or Created)."""
-    wip = job.started - job.scrapped - job.finished
-    if job.state is JobState.CLOSED:
-        return "working" if wip else ""
-    if wip == 0 and job.finished >= job.quantity:
+    """How the status page shows a job: "done" (counted), "" (closed with nothing left in WIP: not
+    at all) or "working" (listed)."""
+    if is_done(job.state, job.wip, job.finished, job.quantity):
         return "done"
-    return "working"
+    return "" if job.state is JobState.CLOSED and not job.wip else "working"
 
 
 def full_view(model: CellModel, counter: int) -> CellView:
@@ -228,7 +229,3 @@ def refresh(
         )
         oldest = min((u.last_activity for u in book.live_units() if not u.audit_flagged), default=None)
     return CellView(counter, new_stations, new_jobs, audits, oldest, loadable, working, done)
-
-
-def instruction(view: StationView) -> dict[str, Any] | None:
-    return json.loads(view.load_instruction) if view.load_instruction else None

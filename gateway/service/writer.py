@@ -380,14 +380,11 @@ class Writer:
         missing = self.answers.missing(keys)
         if missing:
             self.answers.found(await self.store.find_answers(missing))
-        references = getattr(self.model, "references", None)
-        if references is None:
-            return
         job_ids: set[str] = set()
         serials: set[str] = set()
         for pending in batch:
             if id(pending) not in self._poisoned:
-                jobs, units = references(pending.command)
+                jobs, units = self.model.references(pending.command)
                 job_ids |= jobs
                 serials |= units
         if job_ids or serials:
@@ -475,13 +472,11 @@ class Writer:
 
     def _retire_done(self, exclude: set[str]) -> None:
         """Closed jobs with nothing left in the cell leave memory (their history stays in the store)."""
-        retire = getattr(self.model, "retire", None)
-        if not self._retire or retire is None:
+        if not self._retire:
             return
         candidates = self._retire - exclude
         self._retire &= exclude
-        gone: list[str] = retire(candidates)
-        self._gone.update(gone)
+        self._gone.update(self.model.retire(candidates))
 
     # ------------------------------------------------------------------ failures
     async def _commit_failed(self, prepared: _Prepared, exc: BaseException) -> None:

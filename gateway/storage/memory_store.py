@@ -39,11 +39,12 @@ class BadRow(Exception):
     """A row a strict database would refuse (what DataError or IntegrityError is for SQL)."""
 
 
-_AUTO = {name for name, table in S.metadata.tables.items() if [c.name for c in table.primary_key.columns] == ["id"]}
-_AUTO.discard("jobs")
-_AUTO.discard("routing_templates")
-_AUTO.discard("pallets")
-_AUTO.discard("stations")
+# Tables whose key the database numbers (``autoincrement=True``): the rows come without it.
+_AUTO = {
+    name
+    for name, table in S.metadata.tables.items()
+    if [c.autoincrement for c in table.primary_key.columns] == [True] and "id" in table.primary_key.columns
+}
 
 
 _JSON_COLUMNS = {

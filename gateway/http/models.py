@@ -266,6 +266,7 @@ class Job(BaseModel):
     finished: int
     scrapped: int
     wip: int
+    target_reached: bool = Field(description="its ordered quantity is finished: the ERP may close it")
     due: datetime | None
     priority: int
     created_at: datetime

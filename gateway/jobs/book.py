@@ -27,6 +27,8 @@ from gateway.errors import Reason, Refused
 from gateway.jobs.events import (
     JobEvent,
     JobStateChanged,
+    JobTargetReached,
+    LostAuditActivity,
     LostAuditFlagged,
     LostAuditResolved,
     StepRecorded,
@@ -51,6 +53,7 @@ from gateway.jobs.model import (
     Unit,
     UnitStatus,
     Variance,
+    max_quantity,
 )
 
 _JOB_PREFIX = "J-"
@@ -600,6 +603,7 @@ class JobBook:
             released_at=at,
         )
         self.jobs[child_id] = child
+        reached = job.target_reached
         job.quantity = max(0, job.quantity - count)
         job.started -= count
         self.dirty.jobs.update((job.id, child_id))
@@ -609,8 +613,15 @@ class JobBook:
             unit.failed_attempts = 0
             self.dirty.units.add(unit.serial)
         self._move_units([u.serial for u in units], job.id, child_id)
-        self._transition(child, JobState.RUNNING, f"split from {job.id}: {count} unit(s)", actor, at, new=True)
+        why = f"split from {job.id}: {count} unit(s)"
+        if job.state is JobState.HOLD:
+            # A hold blocks all movement until it is released: the units stay held in their new job.
+            child.held_from = JobState.RUNNING
+            self._transition(child, JobState.HOLD, f"{why}, which is on hold", actor, at, new=True)
+        else:
+            self._transition(child, JobState.RUNNING, why, actor, at, new=True)
         self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
+        self._target_check(job, reached, at)
         return child
 
     def merge(self, target_id: str, source_id: str, actor: str, at: datetime) -> Job:
@@ -628,6 +639,20 @@ class JobBook:
                 Reason.MIXED_MERGE,
                 f"cannot merge {source.id} ({source.part} rev {source.revision}) into {target.id} "
                 f"({target.part} rev {target.revision}): only the same part number and revision merge",
+            )
+        if source.state is JobState.HOLD and target.state is not JobState.HOLD:
+            raise Refused(
+                Reason.JOB_ON_HOLD,
+                f"job {source.id} is on hold and {target.id} is {target.state.value}: the merge would release "
+                f"its held units; resume {source.id} first, or hold {target.id}",
+            )
+        cap = max_quantity(target.quantity + source.quantity, target.yield_buffer_percent)
+        in_cap = target.started + source.started - target.scrapped - source.scrapped
+        if in_cap > cap:
+            raise Refused(
+                Reason.ORDER_FULFILLED,
+                f"merging {source.id} into {target.id} would put {in_cap} started units under a cap of {cap} "
+                f"(ordered {target.quantity + source.quantity} + {target.yield_buffer_percent:g} % buffer)",
             )
         # Every unit of the source moves, and the target's units keep the book's order: both are
         # needed whole (CellModel.references names them when they are not).
@@ -652,6 +677,7 @@ class JobBook:
                     f"{unit.serial} needs {needed} next, which {target.id}'s routing does not contain",
                 )
             positions[unit.serial] = target_ops.index(needed)
+        reached = target.target_reached
         target.quantity += source.quantity
         target.started += source.started
         target.scrapped += source.scrapped
@@ -672,7 +698,13 @@ class JobBook:
         self._transition(source, JobState.CLOSED, f"merged into {target.id}", actor, at)
         if units:
             self.events.append(UnitsMoved(tuple(u.serial for u in units), source.id, target.id, at))
+        self._target_check(target, reached, at)
         return target
+
+    def _target_check(self, job: Job, reached_before: bool, at: datetime) -> None:
+        """Raise JobTargetReached when the job's finished units have just reached its ordered quantity."""
+        if job.target_reached and not reached_before:
+            self.events.append(JobTargetReached(job.id, job.quantity, job.finished, at))
 
     # ------------------------------------------------------------------ unit movement
     def check_new_units(self, job_id: str, station: str, count: int = 1, pallet: str = "") -> Job:
@@ -735,7 +767,7 @@ class JobBook:
         """May this unit enter its next step at this station (with this program)? Changes nothing."""
         unit = self.unit(serial)
         job = self.jobs[unit.job_id]
-        _require_runnable(job)
+        _require_movable(job)
         if not unit.live:
             raise Refused(Reason.INVALID_PROCESS_STEP, f"{serial} is {unit.status.value}; it has no step left to enter")
         if unit.status is UnitStatus.IN_STEP:
@@ -756,17 +788,28 @@ class JobBook:
         unit.status = UnitStatus.IN_STEP
         unit.station = station
         unit.entered_at = at
-        self._active(unit, at)
-        self.dirty.units.add(serial)
+        self._active(unit, at, station)
         return unit
 
-    def _active(self, unit: Unit, at: datetime) -> None:
-        """Activity on a unit: its idle time restarts, and an open Lost Audit is answered: it was found."""
+    def _active(self, unit: Unit, at: datetime, station: str = "") -> None:
+        """Activity on a unit: its idle time restarts. An open Lost Audit stays open until an engineer
+        resolves it (found or lost); the activity is reported (LostAuditActivity) so they know."""
         unit.last_activity = at
+        self.dirty.units.add(unit.serial)
         if unit.audit_flagged:
-            unit.audit_flagged = False
-            self._audits.pop(unit.serial, None)
-            self.events.append(LostAuditResolved(unit.serial, unit.job_id, "found", "cell", at))
+            self.events.append(LostAuditActivity(unit.serial, unit.job_id, station or unit.station, at))
+
+    def touch(self, serials: Iterable[str], station: str, at: datetime) -> None:
+        """A movement of the pallet these units are on (arrival, departure): activity for each live one."""
+        for serial in serials:
+            unit = self.units.get(serial)
+            if unit is not None and unit.live and unit.last_activity != at:
+                self._active(unit, at, station)
+
+    def movement_held(self, unit: Unit) -> bool:
+        """Whether the end of a step the unit had not begun must leave it where it is: its job is on
+        hold, which blocks all movement until released (a step begun before the hold may end)."""
+        return unit.status is not UnitStatus.IN_STEP and self.jobs[unit.job_id].state is JobState.HOLD
 
     def _check_route(self, job: Job, index: int, station: str, *, what: str, unit: Unit | None = None) -> Step:
         info = self.layout.station(station)
@@ -809,7 +852,7 @@ class JobBook:
         """
         unit = self.unit(serial)
         job = self.jobs[unit.job_id]
-        if not unit.live:
+        if not unit.live or self.movement_held(unit):
             return None
         step = job.routing[unit.next_step]
         entered_at: datetime | None
@@ -837,7 +880,7 @@ class JobBook:
         unit.status = UnitStatus.WAITING
         unit.station = ""
         unit.entered_at = None
-        self._active(unit, at)
+        self._active(unit, at, station)
         if passed:
             unit.next_step += 1
             unit.failed_attempts = 0
@@ -848,9 +891,11 @@ class JobBook:
         if unit.next_step >= len(job.routing):
             unit.status = UnitStatus.FINISHED
             self._reindex(unit)
+            reached = job.target_reached
             job.finished += 1
             self.dirty.jobs.add(job.id)
             self.events.append(UnitFinished(serial, job.id, at))
+            self._target_check(job, reached, at)
         return record
 
     def scrap(self, serial: str, reason: str, at: datetime) -> Unit:
@@ -945,6 +990,15 @@ def _require_runnable(job: Job) -> None:
         raise Refused(Reason.JOB_ON_HOLD, f"job {job.id} is on hold; nothing new starts until it is resumed")
     if job.state is JobState.CLOSED:
         raise Refused(Reason.JOB_CLOSED, f"job {job.id} is closed")
+
+
+def _require_movable(job: Job) -> None:
+    """May a unit already in WIP enter its next step? Not while its job is on hold; a Closed job's
+    units in WIP may finish their routing (nothing new starts in it, but nothing is stranded)."""
+    if job.state is JobState.CREATED:
+        raise Refused(Reason.JOB_NOT_RELEASED, f"job {job.id} is not released yet")
+    if job.state is JobState.HOLD:
+        raise Refused(Reason.JOB_ON_HOLD, f"job {job.id} is on hold; its units do not move until it is resumed")
 
 
 def _state_refusal(job: Job, action: str) -> Refused:

@@ -91,6 +91,26 @@ class LostAuditResolved:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class LostAuditActivity:
+    """Something happened to a unit under an open Lost Audit; the audit stays open until resolved."""
+
+    serial: str
+    job: str
+    station: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobTargetReached:
+    """The job's finished units reached its ordered quantity: the ERP may close it."""
+
+    job: str
+    quantity: int
+    finished: int
+    at: datetime
+
+
 JobEvent = (
     JobStateChanged
     | StepRecorded
@@ -100,4 +120,6 @@ JobEvent = (
     | UnitsMoved
     | LostAuditFlagged
     | LostAuditResolved
+    | LostAuditActivity
+    | JobTargetReached
 )

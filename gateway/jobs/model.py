@@ -216,8 +216,20 @@ class Job:
 
     @property
     def room(self) -> int:
-        """How many more units may still be started under the cap."""
+        """How many more units may still be started under the cap (the buffer included): the hard
+        ceiling of any load, an operator's deliberate one too."""
         return max(0, self.max_quantity - (self.started - self.scrapped))
+
+    @property
+    def unstarted(self) -> int:
+        """How many of the ordered units are still to be started (a scrapped one is owed again). The
+        gateway's own load instructions offer only these: the buffer is a ceiling, never a plan."""
+        return max(0, self.quantity - (self.started - self.scrapped))
+
+    @property
+    def target_reached(self) -> bool:
+        """The ordered quantity is finished: the ERP may close the job."""
+        return self.finished >= self.quantity > 0
 
     @property
     def shop_floor_visible(self) -> bool:

@@ -25,6 +25,8 @@ EVENT_TYPES: dict[str, list[tuple[str, Any]]] = {
     "JobStateChangedEventType": [("Job", S), ("FromState", S), ("ToState", S), ("Reason", S)],
     "LostAuditEventType": [("Serial", S), ("Job", S), ("Station", S), ("IdleSeconds", ua.VariantType.Double)],
     "UnitFinishedEventType": [("Serial", S), ("Job", S)],
+    "JobTargetReachedEventType": [("Job", S), ("Quantity", ua.VariantType.UInt32), ("Finished", ua.VariantType.UInt32)],
+    "LostAuditActivityEventType": [("Serial", S), ("Job", S), ("Station", S)],
 }
 
 

@@ -40,7 +40,13 @@ from gateway.jobs.commands import (
     SetDefaultTemplate,
     SplitJob,
 )
-from gateway.jobs.events import JobStateChanged, LostAuditFlagged, UnitFinished
+from gateway.jobs.events import (
+    JobStateChanged,
+    JobTargetReached,
+    LostAuditActivity,
+    LostAuditFlagged,
+    UnitFinished,
+)
 from gateway.jobs.model import JobState
 from gateway.logging import get_logger
 from gateway.opcua.arguments import Arg, Kind, Malformed, argument_descriptions, parse
@@ -357,6 +363,7 @@ JOB_VARIABLES: tuple[tuple[str, ua.VariantType], ...] = (
     ("Priority", ua.VariantType.Int32),
     ("Routing", ua.VariantType.String),
     ("RoutingSource", ua.VariantType.String),
+    ("TargetReached", ua.VariantType.Boolean),
 )
 
 
@@ -375,6 +382,7 @@ def job_values(job: JobView) -> dict[str, Any]:
         "Priority": job.priority,
         "Routing": list(job.routing),
         "RoutingSource": job.routing_source,
+        "TargetReached": job.target_reached,
     }
 
 
@@ -838,6 +846,22 @@ class OpcUaServer:
                     f"{event.serial} of {event.job} finished",
                     {"Serial": event.serial, "Job": event.job},
                     severity=100,
+                )
+            elif isinstance(event, JobTargetReached):
+                await self.events.raise_event(
+                    "JobTargetReachedEventType",
+                    f"job {event.job}: {event.finished} of {event.quantity} ordered finished; target reached, "
+                    "it may be closed",
+                    {"Job": event.job, "Quantity": event.quantity, "Finished": event.finished},
+                    severity=300,
+                )
+            elif isinstance(event, LostAuditActivity):
+                await self.events.raise_event(
+                    "LostAuditActivityEventType",
+                    f"{event.serial} of {event.job}, under an open Lost Audit, was active at "
+                    f"{event.station or 'the cell'}; the audit stays open until an engineer resolves it",
+                    {"Serial": event.serial, "Job": event.job, "Station": event.station},
+                    severity=500,
                 )
             elif isinstance(event, LostAuditFlagged):
                 await self.events.raise_event(

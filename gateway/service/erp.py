@@ -202,7 +202,9 @@ async def cost_report(conn: AsyncConnection, workorder_id: str) -> Item:
     row = (
         await conn.execute(select(S.workorder_results).where(S.workorder_results.c.workorder_id == workorder_id))
     ).first()
-    if row is None:
+    # A workorder an order update raised after it filled is unfilled again: the report it had no longer
+    # covers it, and a new one comes when it fills again.
+    if row is None or not workorder.filled:
         raise Refused(
             Reason.INVALID_TRANSITION, f"workorder {workorder_id!r} is not filled; its cost report comes then"
         )
@@ -225,7 +227,8 @@ async def overruns(
     filled_since: datetime | None = None,
 ) -> tuple[int, tuple[OverrunFinding, ...]]:
     """How many filled workorders were looked at, and the findings over them."""
-    query = select(S.workorder_results)
+    filled = select(S.workorders.c.workorder_id).where(S.workorders.c.filled)
+    query = select(S.workorder_results).where(S.workorder_results.c.workorder_id.in_(filled))
     if filled_since is not None:
         query = query.where(S.workorder_results.c.filled_at >= filled_since)
     reports = [O.report_from(row, ()) for row in await conn.execute(query)]
@@ -348,6 +351,7 @@ def _job_item(r: Any) -> Item:
         "finished": r.finished,
         "scrapped": r.scrapped,
         "wip": r.started - r.scrapped - r.finished,
+        "target_reached": r.finished >= r.quantity > 0,
         "due": r.due,
         "priority": r.priority,
         "created_at": r.created_at,

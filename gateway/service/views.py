@@ -68,6 +68,11 @@ class JobView:
         return self.state is not JobState.CREATED
 
     @property
+    def target_reached(self) -> bool:
+        """Its ordered quantity is finished (units may still be in WIP): the ERP may close it."""
+        return self.finished >= self.quantity > 0
+
+    @property
     def done(self) -> bool:
         """Its ordered quantity is finished and nothing of it is in WIP: waiting to be closed."""
         return is_done(self.state, self.wip, self.finished, self.quantity)

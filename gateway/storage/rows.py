@@ -8,6 +8,8 @@ from typing import Any
 from gateway.jobs.events import (
     JobEvent,
     JobStateChanged,
+    JobTargetReached,
+    LostAuditActivity,
     LostAuditFlagged,
     LostAuditResolved,
     StepRecorded,
@@ -275,8 +277,14 @@ def event_rows(event: JobEvent, counter: int) -> tuple[str, Row] | None:
                 event.at,
                 {"outcome": event.outcome, "actor": event.actor},
             )
+        case LostAuditActivity():
+            return _unit_event(
+                counter, event.serial, event.job, "lost_audit_activity", event.at, {"station": event.station}
+            )
         case UnitsMoved():
             return None  # one row per unit: moved_rows
+        case JobTargetReached():
+            return None  # the job's row says it (finished >= quantity); the event is for OPC UA
 
 
 def moved_rows(event: UnitsMoved, counter: int) -> list[Row]:

@@ -21,6 +21,7 @@ class Anomaly(StrEnum):
     PROGRAM_MISMATCH = "ProgramMismatch"  # a cycle ended with another program than it started with
     UNIT_NOT_IN_WIP = "UnitNotInWip"  # a fact about a unit that is finished or scrapped
     STATION_MISMATCH = "StationMismatch"  # a scan out at another station than the scan in
+    HELD_NOT_MOVED = "HeldNotMoved"  # a step's end for a unit of a held job that had not begun it
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,8 +108,11 @@ _ALNUM_RUN = re.compile(r"[0-9A-Za-z]+")
 
 
 def is_load_candidate(job: Job) -> bool:
-    """Released or running, with room under its cap: a new unit may start in it."""
-    return job.state in (JobState.RELEASED, JobState.RUNNING) and job.room > 0
+    """Released or running, with ordered units still to start: the load instructions offer it.
+
+    The yield buffer is never offered (extras are unauthorized inventory); it stays the ceiling of an
+    operator's deliberate load (:meth:`JobBook.check_new_units`)."""
+    return job.state in (JobState.RELEASED, JobState.RUNNING) and job.unstarted > 0
 
 
 def _load_order(job: Job) -> tuple[int, bool, datetime, str]:
@@ -243,6 +246,7 @@ class CellTracker:
         pallet.window_start = at if arriving else None
         here.pallet = pallet.id
         here.down = False
+        self.book.touch(pallet.units, station, at)
         self._touch(pallets=[pallet.id], stations=[station])
 
     def _leave(self, pallet: PalletState, at: datetime, flags: list[Flag]) -> None:
@@ -260,6 +264,7 @@ class CellTracker:
             if station.pallet == pallet.id:
                 station.pallet = ""
             self._touch(stations=[station.id])
+        self.book.touch(pallet.units, pallet.station, at)
         pallet.station = ""
         pallet.arrived_at = None
         pallet.window_start = None
@@ -367,11 +372,16 @@ class CellTracker:
             self._place(pallet, report.station, at, flags, arriving=False)
         elapsed = self._duration(pallet.window_start, at, f"the load/unload of pallet {pallet.id}", flags)
 
-        # Unload: each unit on the pallet passes the step this station serves, or comes off flagged.
+        # Unload: each unit on the pallet passes the step this station serves, or comes off flagged;
+        # a unit of a held job stays on the pallet, unmoved.
         passing: list[Unit] = []
+        held: list[str] = []
         for unit in self._live_units_on(pallet):
             step = self.book.next_step(unit)
-            if unit.status is UnitStatus.WAITING and step is not None and step.group in station.groups:
+            if self.book.movement_held(unit):
+                held.append(unit.serial)
+                flags.append(self._held_flag(unit, f"unloaded from {pallet.id} at {report.station}"))
+            elif unit.status is UnitStatus.WAITING and step is not None and step.group in station.groups:
                 passing.append(unit)
             else:
                 need = step.operation if step is not None else "nothing"
@@ -392,7 +402,7 @@ class CellTracker:
         unknown = () if elapsed is not None else (Anomaly.END_WITHOUT_START.value,)
         for unit, share in zip(passing, shares, strict=False):
             self.book.leave_step(unit.serial, report.station, True, at, share, unknown)
-        pallet.units = []
+        pallet.units = held
 
         if job is not None:
             taken: set[str] = set()
@@ -481,9 +491,21 @@ class CellTracker:
         for unit in self._live_units_on(pallet):
             step = self.book.next_step(unit)
             if unit.status is UnitStatus.WAITING and step is not None and step.group in self._groups(station.id):
-                self.book.leave_step(unit.serial, station.id, passed, at, None, extra)
+                if self.book.movement_held(unit):
+                    flags.append(self._held_flag(unit, f"cycle end at {station.id}"))
+                else:
+                    self.book.leave_step(unit.serial, station.id, passed, at, None, extra)
         station.down = report.result is CycleResult.INTERRUPTED
         self._touch(stations=[station.id])
+
+    def _held_flag(self, unit: Unit, what: str) -> Flag:
+        return Flag(
+            Anomaly.HELD_NOT_MOVED,
+            f"{what} for {unit.serial}, whose job {unit.job_id} is on hold and which had not begun the "
+            "step: recorded, the unit does not move until the hold is released",
+            serial=unit.serial,
+            job=unit.job_id,
+        )
 
     def _groups(self, station: str) -> frozenset[str]:
         return self.book.layout.station(station).groups
@@ -550,6 +572,9 @@ class CellTracker:
                     job=unit.job_id,
                 )
             )
+            if self.book.movement_held(unit):
+                flags.append(self._held_flag(unit, f"scan out at {report.station}"))
+                return
         if self.book.leave_step(unit.serial, report.station, passed, at, elapsed, extra) is None:
             step = self.book.next_step(unit)
             flags.append(
@@ -580,12 +605,16 @@ class CellTracker:
             return None
         groups = self._groups(station_id)
         pallet = self.pallets[station.pallet]
-        unload: list[dict[str, str]] = []
-        stay: list[dict[str, str]] = []
+        unload: list[dict[str, Any]] = []
+        stay: list[dict[str, Any]] = []
         for unit in self._live_units_on(pallet):
             step = self.book.next_step(unit)
-            entry = {"serial": unit.serial, "job": unit.job_id, "next": step.operation if step else ""}
-            (unload if step is not None and step.group in groups else stay).append(entry)
+            entry: dict[str, Any] = {"serial": unit.serial, "job": unit.job_id, "next": step.operation if step else ""}
+            if self.book.movement_held(unit):
+                entry["hold"] = True  # its job is on hold: it stays on the pallet until released
+                stay.append(entry)
+            else:
+                (unload if step is not None and step.group in groups else stay).append(entry)
         load = None
         free = self.rules.units_per_pallet - len(stay)
         for job in self.loadable_jobs(station_id, pallet.id, candidates) if free > 0 else []:
@@ -593,7 +622,7 @@ class CellTracker:
                 "job": job.id,
                 "part": job.part,
                 "revision": job.revision,
-                "quantity": min(job.room, free),
+                "quantity": min(job.unstarted, free),
                 "operation": job.routing[0].operation,
             }
             break

@@ -205,7 +205,23 @@ def test_close_reports_the_variance_and_stops_new_starts() -> None:
     assert variance.shortfall == 8
     assert job.state is CLOSED
     refused(book, Reason.JOB_CLOSED, start, book, "WO-1", "S7")
-    refused(book, Reason.JOB_CLOSED, book.enter_step, "S4", "M1", at(400), "PRG-MILL-100")
+    refused(book, Reason.JOB_CLOSED, book.check_new_units, "WO-1", "L1")
+
+
+def test_units_in_wip_of_a_closed_job_may_finish_their_routing() -> None:
+    """Seed 001: "back out of the 12 non-produced parts ... add a new booking for 12": a close (or a
+    back-out) frees what was not started; the units already in progress are not stranded."""
+    book = make_book()
+    job = released_job(book, "WO-1", quantity=3)
+    for serial in ("S1", "S2"):
+        start(book, "WO-1", serial)
+    book.close("WO-1", "backed out", "erp", at(10))
+    for _ in range(5):
+        pass_step(book, "S1", at(20), 1.0)
+    assert book.unit("S1").status is UnitStatus.FINISHED
+    assert (job.started, job.finished, job.wip) == (2, 1, 1)
+    # control: nothing new starts in it
+    refused(book, Reason.JOB_CLOSED, start, book, "WO-1", "S3")
 
 
 def test_units_of_a_closed_job_still_record_what_they_do() -> None:

@@ -4,9 +4,14 @@ Invariants checked after every command:
 - per job: started == its units, scrapped/finished == its scrapped/finished units, WIP == its live units
   (so WIP == started - scrapped - finished holds with real units behind every count);
 - over all jobs, sum of WIP == live units of the cell;
-- started - scrapped <= max_quantity for every job that was never the parent of a split or the target of
-  a merge (a split recomputes the parent's cap from its lower quantity, a merge adds quantities whose
-  buffers differed; for those the cap is checked at each start instead: a start needs room before it);
+- started - scrapped <= max_quantity for every job that was not the parent of a split since its last
+  merge (a split recomputes the parent's cap from its lower quantity; for it the cap is checked at each
+  start instead: a start needs room before it); a merge that would break the target's cap is refused
+  (OrderFulfilled), so a merge target keeps the cap;
+- a hold blocks all movement: a unit of a held job that had not begun its step never leaves it (only a
+  step begun before the hold ends, passing its unit); a split of a held job gives a held child; a merge
+  never moves held units into a job that is not held;
+- JobTargetReached is raised exactly when a job's finished count reaches its ordered quantity;
 - a unit's next_step never exceeds its job's routing: live units point into it, finished ones just past it,
   a unit in a step is at a station of that step's group;
 - no unit skips a step: every StepRecorded is for exactly the step the model expects of that serial
@@ -16,8 +21,9 @@ Invariants checked after every command:
 - the transition record chains from None to the job's current state; Created and Released jobs (and
   jobs held from Released) have no units; templates referenced by a job are frozen or deprecated; a
   default template is usable;
-- a live unit carries an open Lost Audit exactly when the model saw it flagged and not yet resolved, and
-  no unit is flagged again while its audit is open;
+- a live unit carries an open Lost Audit exactly when the model saw it flagged and not yet resolved by an
+  engineer (activity on it never closes it, and is reported as LostAuditActivity), and no unit is
+  flagged again while its audit is open;
 - the book's indexes (units per job in the book's order, live units, open Lost Audits, jobs that are not
   Closed) equal what a scan of every job and unit finds, and stay so when a Closed job is retired from
   memory and adopted back from (a copy of) what was stored.
@@ -40,6 +46,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import NewJob
 from gateway.jobs.events import (
+    JobTargetReached,
+    LostAuditActivity,
     LostAuditFlagged,
     LostAuditResolved,
     StepRecorded,
@@ -47,7 +55,7 @@ from gateway.jobs.events import (
     UnitScrapped,
     UnitStarted,
 )
-from gateway.jobs.model import JobState, RoutingSourceKind, Step, TemplateStatus, UnitStatus
+from gateway.jobs.model import JobState, RoutingSourceKind, Step, TemplateStatus, UnitStatus, max_quantity
 
 from .cell import OP10, OP20, OP30, OP35, OP40, OP50, REWORK_OPS, STATIONS, T0, make_book, make_layout, snapshot
 
@@ -67,6 +75,8 @@ STATE_REASON = {
     JobState.HOLD: Reason.JOB_ON_HOLD,
     JobState.CLOSED: Reason.JOB_CLOSED,
 }
+# A unit in WIP may not enter a step while its job is on hold; a Closed job's units may finish.
+ENTRY_REASON = {JobState.CREATED: Reason.JOB_NOT_RELEASED, JobState.HOLD: Reason.JOB_ON_HOLD}
 
 
 class JobBookMachine(RuleBasedStateMachine):
@@ -81,6 +91,7 @@ class JobBookMachine(RuleBasedStateMachine):
         self.routing_at_release: dict[str, tuple[Step, ...]] = {}
         self.events_seen = 0
         self.open_audits: set[str] = set()
+        self.reached: set[str] = set()  # jobs whose finished count reached the ordered quantity
 
     # ------------------------------------------------------------------ helpers
     def attempt(self, call: Callable[..., Any], *args: Any) -> tuple[Any, Refused | None]:
@@ -167,7 +178,18 @@ class JobBookMachine(RuleBasedStateMachine):
                 self.open_audits.add(new.serial)
             elif isinstance(new, LostAuditResolved):
                 self.open_audits.discard(new.serial)
+            elif isinstance(new, LostAuditActivity):
+                assert new.serial in self.open_audits, f"activity reported for {new.serial} without an open audit"
+            elif isinstance(new, JobTargetReached):
+                job = self.book.jobs[new.job]
+                assert new.job not in self.reached, f"{new.job} reached its target twice without falling back"
+                assert new.finished >= new.quantity == job.quantity
         self.events_seen = len(self.book.events)
+        for job_id, job in self.book.jobs.items():
+            if job.target_reached:
+                self.reached.add(job_id)
+            else:
+                self.reached.discard(job_id)
 
     # ------------------------------------------------------------------ templates and the process
     @rule(data=st.data())
@@ -345,9 +367,9 @@ class JobBookMachine(RuleBasedStateMachine):
         job = self.book.jobs[unit.job_id] if unit else None
         status = unit.status if unit else None
         _, refusal = self.attempt(self.book.enter_step, serial, station, self.tick(data), program)
-        if job is not None and job.state in STATE_REASON:
+        if job is not None and job.state in ENTRY_REASON:
             assert refusal is not None
-            assert refusal.reason is STATE_REASON[job.state]
+            assert refusal.reason is ENTRY_REASON[job.state]
         if refusal is None:
             assert unit is not None
             assert job is not None
@@ -365,11 +387,17 @@ class JobBookMachine(RuleBasedStateMachine):
 
     def _leave(self, data: st.DataObject, serial: str, station: str, passed: bool, elapsed: float | None) -> None:
         unit = self.book.units.get(serial)
+        held = unit is not None and self.book.jobs[unit.job_id].state is JobState.HOLD
+        begun = unit is not None and unit.status is UnitStatus.IN_STEP
+        before = (unit.next_step, unit.status, unit.failed_attempts) if unit else None
         record, refusal = self.attempt(self.book.leave_step, serial, station, passed, self.tick(data), elapsed)
         if unit is None:
             assert refusal is not None
             return
         assert refusal is None, f"leaving a step is a fact and was refused: {refusal!r}"
+        if held and not begun:
+            assert record is None, f"{serial} of a held job left a step it had not begun"
+            assert (unit.next_step, unit.status, unit.failed_attempts) == before
         if record is not None:
             assert record.passed is passed
 
@@ -420,7 +448,7 @@ class JobBookMachine(RuleBasedStateMachine):
             assert before[0] == job_id
         self.cap_exempt.add(job_id)
         self.routing_at_release[child.id] = child.routing
-        assert child.state is JobState.RUNNING
+        assert child.state is (JobState.HOLD if parent.state is JobState.HOLD else JobState.RUNNING)
         offset = min(index for _, index in needed.values())  # type: ignore[misc]
         for serial in serials:
             _, old = needed[serial]  # type: ignore[misc]
@@ -448,11 +476,20 @@ class JobBookMachine(RuleBasedStateMachine):
         source_routing = source.routing if source else ()
         counts = (source.started, source.scrapped, source.finished) if source else (0, 0, 0)
         target_counts = (target.started, target.scrapped, target.finished) if target else (0, 0, 0)
+        states = (target.state if target else None, source.state if source else None)
+        in_cap = cap = 0
+        if source and target:
+            cap = max_quantity(target.quantity + source.quantity, target.yield_buffer_percent)
+            in_cap = target.started + source.started - target.scrapped - source.scrapped
         _, refusal = self.attempt(self.book.merge, target_id, source_id, "engineer", self.tick(data))
         if refusal is not None:
             if source and target and (source.part, source.revision) != (target.part, target.revision):
                 assert refusal.reason in (Reason.MIXED_MERGE, Reason.JOB_CLOSED, Reason.JOB_NOT_RELEASED)
+            if refusal.reason is Reason.ORDER_FULFILLED:
+                assert in_cap > cap
             return
+        assert in_cap <= cap, "a merge broke the target's cap"
+        assert not (states[1] is JobState.HOLD and states[0] is not JobState.HOLD), "a merge released held units"
         assert source is not None
         assert target is not None
         assert (source.part, source.revision) == (target.part, target.revision)
@@ -460,7 +497,7 @@ class JobBookMachine(RuleBasedStateMachine):
         assert (target.started, target.scrapped, target.finished) == tuple(
             a + b for a, b in zip(target_counts, counts, strict=True)
         )
-        self.cap_exempt.add(target_id)
+        self.cap_exempt.discard(target_id)
         for serial, (_, old) in moving.items():
             unit = self.book.units[serial]
             assert target.routing[unit.next_step].operation == source_routing[old].operation

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from gateway.errors import Reason
 from gateway.jobs.book import JobBook
-from gateway.jobs.events import LostAuditFlagged, LostAuditResolved, UnitScrapped
+from gateway.jobs.events import LostAuditActivity, LostAuditFlagged, LostAuditResolved, UnitScrapped
 from gateway.jobs.model import UnitStatus
 
 from .cell import at, make_book, pass_step, refused, released_job, snapshot, start
@@ -97,14 +97,35 @@ def test_audit_resolutions_that_do_not_apply_are_refused() -> None:
     refused(book, Reason.INVALID_TRANSITION, book.resolve_audit, "S1", "lost", "auditor", at(days=32))
 
 
-def test_a_flagged_unit_that_moves_again_is_found_by_that_activity() -> None:
+def test_activity_on_a_flagged_unit_leaves_its_audit_open_and_says_so() -> None:
+    """Seed 002: WIP that sits > 30 days "without a transaction" is flagged for a Lost Audit; the engineer
+    resolves it. A unit that moves again is reported (LostAuditActivity), its audit stays open until the
+    engineer answers it, and the answer then works (it used to fail: the activity closed it silently)."""
     book = make_book()
     floor(book)
     book.flag_stale(at(days=31), THIRTY_DAYS)
     assert book.unit("S1").audit_flagged
     pass_step(book, "S1", at(days=33), 5.0)
     unit = book.unit("S1")
-    assert not unit.audit_flagged
+    assert unit.audit_flagged
     assert unit.last_activity == at(days=33)
-    assert LostAuditResolved("S1", "WO-1", "found", "cell", at(days=33)) in book.events
-    assert book.flag_stale(at(days=40), THIRTY_DAYS) == []
+    assert LostAuditActivity("S1", "WO-1", "L1", at(days=33)) in book.events
+    assert not any(isinstance(e, LostAuditResolved) for e in book.events)
+    assert book.flag_stale(at(days=40), THIRTY_DAYS) == []  # never flagged twice
+    book.resolve_audit("S1", "found", "auditor", at(days=41))
+    assert not book.unit("S1").audit_flagged
+
+
+def test_a_pallet_movement_is_activity_for_the_units_on_it() -> None:
+    """Seed 002: flag WIP that sits > 30 days "without a transaction": a pallet carrying the unit moving
+    is such a transaction. Control: a unit whose pallet does not move is flagged."""
+    control = make_book()
+    floor(control)
+    assert [f.serial for f in control.flag_stale(at(days=31), THIRTY_DAYS)] == ["S1"]
+
+    book = make_book()
+    floor(book)
+    book.touch(["S1", "S3"], "M1", at(days=29))  # S3 is finished: not in WIP, nothing to touch
+    assert book.flag_stale(at(days=31), THIRTY_DAYS) == []
+    assert book.unit("S3").last_activity != at(days=29)
+    assert [f.serial for f in book.flag_stale(at(days=60), THIRTY_DAYS)] == ["S1", "S2"]

@@ -204,6 +204,10 @@ class Totals(BaseModel):
     expected_labor_s: float
     elapsed_machining_s: float
     program_cycle_s: float
+    elapsed_wash_s: float = 0.0
+    expected_wash_s: float = 0.0
+    elapsed_inspection_s: float = 0.0
+    expected_inspection_s: float = 0.0
     unknown: dict[str, int]
 
 
@@ -211,11 +215,17 @@ class CostReport(BaseModel):
     workorder_id: str
     filled_at: datetime
     serials: list[str]
-    elapsed_labor_s: float
-    expected_labor_s: float
-    elapsed_machining_s: float
+    elapsed_labor_s: float = Field(description="the pallets' time at load stations, shared among their units")
+    expected_labor_s: float = Field(description="sum of the expected load/unload (and manual) times")
+    elapsed_machining_s: float = Field(description="the pallets' time at the machines, shared among their units")
     program_cycle_s: float = Field(description="sum of the program cycle times (expected machining)")
-    unknown: dict[str, int] = Field(description="time kind -> serials whose time is unknown (left out of the sum)")
+    elapsed_wash_s: float = Field(description="the pallets' time at washers (never inside machining)")
+    expected_wash_s: float = Field(description="sum of the wash programs' cycle times")
+    elapsed_inspection_s: float = Field(description="scan in to scan out at inspection (never inside labor)")
+    expected_inspection_s: float = Field(description="sum of the expected inspection times")
+    unknown: dict[str, int] = Field(
+        description="time kind -> serials with a time of that kind not measured (the measured ones are summed)"
+    )
     by_part: dict[str, Totals]
 
 

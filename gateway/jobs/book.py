@@ -40,6 +40,7 @@ from gateway.jobs.events import (
 from gateway.jobs.layout import CellLayout
 from gateway.jobs.model import (
     Cost,
+    CostKind,
     Job,
     JobState,
     PartSpec,
@@ -48,6 +49,7 @@ from gateway.jobs.model import (
     RoutingSourceKind,
     RoutingTemplate,
     Step,
+    StepKind,
     TemplateStatus,
     Transition,
     Unit,
@@ -247,12 +249,13 @@ class JobBook:
             self._incomplete.discard(job_id)
 
     def retirable(self, job_id: str) -> bool:
-        """A Closed job with no live unit and nothing of it waiting to be saved (pallets aside)."""
+        """A Closed job with no live unit, no open Lost Audit and nothing of it waiting to be saved
+        (pallets aside)."""
         job = self.jobs.get(job_id)
         if job is None or job.state is not JobState.CLOSED or job_id in self.dirty.jobs:
             return False
         serials = self._by_job.get(job_id, {})
-        return not any(s in self._live or s in self.dirty.units for s in serials)
+        return not any(s in self._live or s in self._audits or s in self.dirty.units for s in serials)
 
     def retire(self, job_id: str) -> list[str]:
         """Drop a job and all of its units from memory (they stay stored); returns the serials dropped.
@@ -273,9 +276,10 @@ class JobBook:
         return serials
 
     def sheddable(self, serial: str) -> bool:
-        """A unit in memory that is finished or scrapped and has nothing waiting to be saved."""
+        """A unit in memory that is finished or scrapped, has no open Lost Audit (a unit that finished
+        under one keeps it until an engineer resolves it) and has nothing waiting to be saved."""
         unit = self.units.get(serial)
-        return unit is not None and not unit.live and serial not in self.dirty.units
+        return unit is not None and not unit.live and not unit.audit_flagged and serial not in self.dirty.units
 
     def shed(self, serials: Iterable[str]) -> None:
         """Drop units from memory while their job stays (their rows stay stored); nothing is marked
@@ -806,6 +810,21 @@ class JobBook:
             if unit is not None and unit.live and unit.last_activity != at:
                 self._active(unit, at, station)
 
+    def add_pallet_time(self, serial: str, kind: CostKind, seconds: float | None) -> None:
+        """A unit's share of its pallet's time at a station (None: not measurable, counted unknown)."""
+        unit = self.units[serial]
+        unit.cost.add_elapsed(kind, seconds)
+        self.dirty.units.add(serial)
+
+    def step_served_last(self, unit: Unit, groups: frozenset[str]) -> Step | None:
+        """The step of the unit's routing done (or being done) at a station of these groups most recently:
+        the one it is in or needs, else the last one before it."""
+        routing = self.jobs[unit.job_id].routing
+        for index in range(min(unit.next_step, len(routing) - 1), -1, -1):
+            if routing[index].group in groups:
+                return routing[index]
+        return None
+
     def movement_held(self, unit: Unit) -> bool:
         """Whether the end of a step the unit had not begun must leave it where it is: its job is on
         hold, which blocks all movement until released (a step begun before the hold may end)."""
@@ -876,7 +895,7 @@ class JobBook:
             labor=step.kind.is_labor,
             flags=tuple(flags),
         )
-        _accumulate(unit.cost, record)
+        _accumulate(unit.cost, record, step.kind)
         unit.status = UnitStatus.WAITING
         unit.station = ""
         unit.entered_at = None
@@ -961,19 +980,15 @@ def job_number(job_id: str) -> int | None:
     return None
 
 
-def _accumulate(cost: Cost, record: StepRecorded) -> None:
-    if record.elapsed is None:
-        cost.unknown_elapsed += 1
-    elif record.labor:
-        cost.elapsed_labor += record.elapsed
-    else:
-        cost.elapsed_machine += record.elapsed
-    if record.expected is None:
-        cost.unknown_expected += 1
-    elif record.labor:
-        cost.expected_labor += record.expected
-    else:
-        cost.expected_machine += record.expected
+def _accumulate(cost: Cost, record: StepRecorded, kind: StepKind) -> None:
+    """A step's planned time counts in its category. Its measured time counts for labor and
+    inspection steps (at a load station: the pallet's time there up to the report, shared); a machine
+    or wash step's elapsed time is the pallet's time at the station instead, added when the pallet
+    leaves (:meth:`JobBook.add_pallet_time`), as is the rest of its time at a load station."""
+    category = kind.cost_kind
+    cost.add_expected(category, record.expected)
+    if category in (CostKind.LABOR, CostKind.INSPECTION):
+        cost.add_elapsed(category, record.elapsed)
 
 
 def _require_text(**values: str) -> None:

@@ -29,8 +29,22 @@ class TemplateStatus(StrEnum):
     DEPRECATED = "Deprecated"
 
 
+class CostKind(StrEnum):
+    """The categories a unit's time is reported in (seed 001's cost report, wash and inspection apart).
+
+    Elapsed labor is the pallet's time at load stations, elapsed machining its time at machines,
+    elapsed wash its time at washers; elapsed inspection is scan in to scan out at an inspection
+    station. Expected times are the steps' planned times of the same kinds (program cycle times for
+    machining and wash)."""
+
+    LABOR = "labor"
+    MACHINING = "machining"
+    WASH = "wash"
+    INSPECTION = "inspection"
+
+
 class StepKind(StrEnum):
-    """What a step does; decides whether its time is labor (load station) or machine time."""
+    """What a step does; decides in which cost category its time is reported."""
 
     LOAD = "load"
     UNLOAD = "unload"
@@ -42,6 +56,19 @@ class StepKind(StrEnum):
     @property
     def is_labor(self) -> bool:
         return self in (StepKind.LOAD, StepKind.UNLOAD, StepKind.MANUAL, StepKind.INSPECT)
+
+    @property
+    def cost_kind(self) -> CostKind:
+        """Load, unload and manual steps are labor; inspection, machining and wash are their own."""
+        match self:
+            case StepKind.MACHINE:
+                return CostKind.MACHINING
+            case StepKind.WASH:
+                return CostKind.WASH
+            case StepKind.INSPECT:
+                return CostKind.INSPECTION
+            case _:
+                return CostKind.LABOR
 
     @property
     def is_cycle(self) -> bool:
@@ -131,10 +158,13 @@ class PartSpec:
 
 @dataclass(slots=True)
 class Cost:
-    """Accumulated time of a unit, elapsed (measured) and expected (planned) kept apart.
+    """Accumulated time of a unit per :class:`CostKind`, elapsed (measured) and expected (planned) apart.
 
-    ``unknown_*`` count the contributions whose elapsed time could not be measured (an end without a
-    start): they are never invented, only counted, so a report can say how complete it is.
+    ``unknown`` counts, per ``"elapsed_<kind>"`` / ``"expected_<kind>"``, the contributions whose time
+    could not be measured (an end without a start, a pallet whose arrival was not reported) or was not
+    planned: they are never invented, only counted, and the measured ones are still summed, so a
+    report can say how complete each figure is. ``unknown_elapsed`` / ``unknown_expected`` are the
+    totals over the kinds.
     """
 
     elapsed_labor: float = 0.0
@@ -143,24 +173,64 @@ class Cost:
     expected_machine: float = 0.0
     unknown_elapsed: int = 0
     unknown_expected: int = 0
+    elapsed_wash: float = 0.0
+    expected_wash: float = 0.0
+    elapsed_inspection: float = 0.0
+    expected_inspection: float = 0.0
+    unknown: dict[str, int] = field(default_factory=dict)
+
+    def add_elapsed(self, kind: CostKind, seconds: float | None) -> None:
+        self._add("elapsed", kind, seconds)
+
+    def add_expected(self, kind: CostKind, seconds: float | None) -> None:
+        self._add("expected", kind, seconds)
+
+    def _add(self, which: str, kind: CostKind, seconds: float | None) -> None:
+        name = _FIELD[kind]
+        if seconds is None:
+            key = f"{which}_{kind.value}"
+            self.unknown[key] = self.unknown.get(key, 0) + 1
+            if which == "elapsed":
+                self.unknown_elapsed += 1
+            else:
+                self.unknown_expected += 1
+            return
+        attribute = f"{which}_{name}"
+        setattr(self, attribute, getattr(self, attribute) + seconds)
+
+    def elapsed(self, kind: CostKind) -> float:
+        return float(getattr(self, f"elapsed_{_FIELD[kind]}"))
+
+    def expected(self, kind: CostKind) -> float:
+        return float(getattr(self, f"expected_{_FIELD[kind]}"))
+
+    def unknown_of(self, which: str, kind: CostKind) -> int:
+        """How many ``which`` ("elapsed" or "expected") contributions of ``kind`` were not known."""
+        return self.unknown.get(f"{which}_{kind.value}", 0)
 
     def add(self, other: Cost) -> None:
-        self.elapsed_labor += other.elapsed_labor
-        self.expected_labor += other.expected_labor
-        self.elapsed_machine += other.elapsed_machine
-        self.expected_machine += other.expected_machine
+        for kind in CostKind:
+            name = _FIELD[kind]
+            for which in ("elapsed", "expected"):
+                attribute = f"{which}_{name}"
+                setattr(self, attribute, getattr(self, attribute) + getattr(other, attribute))
         self.unknown_elapsed += other.unknown_elapsed
         self.unknown_expected += other.unknown_expected
+        for key, count in other.unknown.items():
+            self.unknown[key] = self.unknown.get(key, 0) + count
 
     def copy(self) -> Cost:
-        return Cost(
-            self.elapsed_labor,
-            self.expected_labor,
-            self.elapsed_machine,
-            self.expected_machine,
-            self.unknown_elapsed,
-            self.unknown_expected,
-        )
+        copied = Cost()
+        copied.add(self)
+        return copied
+
+
+_FIELD = {
+    CostKind.LABOR: "labor",
+    CostKind.MACHINING: "machine",
+    CostKind.WASH: "wash",
+    CostKind.INSPECTION: "inspection",
+}
 
 
 @dataclass(slots=True)

@@ -1,20 +1,22 @@
 """Cost report per filled workorder and the "consistently above expected" statistic (seed ``001``).
 
 Elapsed (measured) and expected (planned: the model's load/unload time, the program cycle time) are
-kept apart everywhere. A time that is unknown for a unit is skipped in a sum and counted, never
-replaced by a made-up value.
+kept apart everywhere, and so are the categories: labor (the pallet's time at load stations),
+machining (its time at machines), wash (at washers) and inspection (scan in to scan out). A time that
+could not be measured is counted as unknown, never replaced by a made-up value; the measured ones are
+still summed.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from gateway.errors import Reason, Refused
-from gateway.jobs.model import Cost
+from gateway.jobs.model import Cost, CostKind
 from gateway.orders.model import Workorder
 
 
@@ -23,6 +25,34 @@ class TimeKind(StrEnum):
     EXPECTED_LABOR = "ExpectedLabor"
     ELAPSED_MACHINING = "ElapsedMachining"
     PROGRAM_CYCLE = "ProgramCycle"
+    ELAPSED_WASH = "ElapsedWash"
+    EXPECTED_WASH = "ExpectedWash"
+    ELAPSED_INSPECTION = "ElapsedInspection"
+    EXPECTED_INSPECTION = "ExpectedInspection"
+
+
+# Each kind of time: the unit's cost category and whether it is measured ("elapsed") or planned.
+_SOURCE = {
+    TimeKind.ELAPSED_LABOR: ("elapsed", CostKind.LABOR),
+    TimeKind.EXPECTED_LABOR: ("expected", CostKind.LABOR),
+    TimeKind.ELAPSED_MACHINING: ("elapsed", CostKind.MACHINING),
+    TimeKind.PROGRAM_CYCLE: ("expected", CostKind.MACHINING),
+    TimeKind.ELAPSED_WASH: ("elapsed", CostKind.WASH),
+    TimeKind.EXPECTED_WASH: ("expected", CostKind.WASH),
+    TimeKind.ELAPSED_INSPECTION: ("elapsed", CostKind.INSPECTION),
+    TimeKind.EXPECTED_INSPECTION: ("expected", CostKind.INSPECTION),
+}
+# The name of each kind's figure in reports, totals and their stored rows.
+TIME_FIELDS = {
+    TimeKind.ELAPSED_LABOR: "elapsed_labor_s",
+    TimeKind.EXPECTED_LABOR: "expected_labor_s",
+    TimeKind.ELAPSED_MACHINING: "elapsed_machining_s",
+    TimeKind.PROGRAM_CYCLE: "program_cycle_s",
+    TimeKind.ELAPSED_WASH: "elapsed_wash_s",
+    TimeKind.EXPECTED_WASH: "expected_wash_s",
+    TimeKind.ELAPSED_INSPECTION: "elapsed_inspection_s",
+    TimeKind.EXPECTED_INSPECTION: "expected_inspection_s",
+}
 
 
 class OverrunKind(StrEnum):
@@ -32,45 +62,64 @@ class OverrunKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UnitCost:
-    """The times one finished serial accumulated; None where unknown."""
+    """The times one finished serial accumulated. A time is None when nothing of it is known (a serial
+    the cell has no record of); ``unknown`` counts, per kind, the contributions that could not be
+    measured while the others were summed (one unmeasured step never erases the measured ones)."""
 
     serial: str
     elapsed_labor_s: float | None = None
     expected_labor_s: float | None = None
     elapsed_machining_s: float | None = None
     program_cycle_s: float | None = None
+    elapsed_wash_s: float | None = 0.0
+    expected_wash_s: float | None = 0.0
+    elapsed_inspection_s: float | None = 0.0
+    expected_inspection_s: float | None = 0.0
+    unknown: Mapping[TimeKind, int] = field(default_factory=dict)
+
+    @classmethod
+    def nothing_known(cls, serial: str) -> UnitCost:
+        """A serial the cell has no times of: every kind unknown."""
+        return cls(
+            serial,
+            elapsed_labor_s=None,
+            expected_labor_s=None,
+            elapsed_machining_s=None,
+            program_cycle_s=None,
+            elapsed_wash_s=None,
+            expected_wash_s=None,
+            elapsed_inspection_s=None,
+            expected_inspection_s=None,
+        )
 
     def time(self, kind: TimeKind) -> float | None:
-        match kind:
-            case TimeKind.ELAPSED_LABOR:
-                return self.elapsed_labor_s
-            case TimeKind.EXPECTED_LABOR:
-                return self.expected_labor_s
-            case TimeKind.ELAPSED_MACHINING:
-                return self.elapsed_machining_s
-            case TimeKind.PROGRAM_CYCLE:
-                return self.program_cycle_s
+        value: float | None = getattr(self, TIME_FIELDS[kind])
+        return value
+
+    def complete(self, kind: TimeKind) -> bool:
+        """Every contribution of this kind is known."""
+        return self.time(kind) is not None and not self.unknown.get(kind)
 
 
 def unit_cost(serial: str, cost: Cost) -> UnitCost:
-    """A unit's accumulated times as the cost report counts them. "Program cycle time" is the expected
-    machine time. A unit with a contribution whose elapsed time could not be measured (an end without
-    a start) has its elapsed times reported unknown rather than too small; expected times likewise.
-    """
-    elapsed_known = cost.unknown_elapsed == 0
-    expected_known = cost.unknown_expected == 0
-    return UnitCost(
-        serial=serial,
-        elapsed_labor_s=cost.elapsed_labor if elapsed_known else None,
-        expected_labor_s=cost.expected_labor if expected_known else None,
-        elapsed_machining_s=cost.elapsed_machine if elapsed_known else None,
-        program_cycle_s=cost.expected_machine if expected_known else None,
-    )
+    """A unit's accumulated times as the cost report counts them: per category, the measured (or
+    planned) ones summed, and how many could not be known counted beside ("program cycle time" is the
+    expected machining time)."""
+    times: dict[str, float] = {}
+    unknown: dict[TimeKind, int] = {}
+    for kind, (which, category) in _SOURCE.items():
+        times[TIME_FIELDS[kind]] = cost.elapsed(category) if which == "elapsed" else cost.expected(category)
+        missing = cost.unknown_of(which, category)
+        if missing:
+            unknown[kind] = missing
+    return UnitCost(serial=serial, unknown=unknown, **times)
 
 
 @dataclass(frozen=True, slots=True)
 class TimeTotals:
-    """Sums over some units; ``unknown`` counts the units left out of each sum (kinds with 0 omitted)."""
+    """Sums over some units; ``unknown`` counts the units with a time of that kind not (wholly) known:
+    a unit the cell has no record of is left out of the sum, one with some unmeasured contributions is
+    summed with what was measured (kinds with 0 omitted)."""
 
     units: int
     elapsed_labor_s: float
@@ -78,17 +127,14 @@ class TimeTotals:
     elapsed_machining_s: float
     program_cycle_s: float
     unknown: Mapping[TimeKind, int]
+    elapsed_wash_s: float = 0.0
+    expected_wash_s: float = 0.0
+    elapsed_inspection_s: float = 0.0
+    expected_inspection_s: float = 0.0
 
     def total(self, kind: TimeKind) -> float:
-        match kind:
-            case TimeKind.ELAPSED_LABOR:
-                return self.elapsed_labor_s
-            case TimeKind.EXPECTED_LABOR:
-                return self.expected_labor_s
-            case TimeKind.ELAPSED_MACHINING:
-                return self.elapsed_machining_s
-            case TimeKind.PROGRAM_CYCLE:
-                return self.program_cycle_s
+        value: float = getattr(self, TIME_FIELDS[kind])
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +150,14 @@ class CostReport:
     program_cycle_s: float
     unknown: Mapping[TimeKind, int]
     by_part: Mapping[str, TimeTotals]
+    elapsed_wash_s: float = 0.0
+    expected_wash_s: float = 0.0
+    elapsed_inspection_s: float = 0.0
+    expected_inspection_s: float = 0.0
+
+    def total(self, kind: TimeKind) -> float:
+        value: float = getattr(self, TIME_FIELDS[kind])
+        return value
 
 
 def cost_report(workorder: Workorder, units: Mapping[str, UnitCost]) -> CostReport:
@@ -116,40 +170,30 @@ def cost_report(workorder: Workorder, units: Mapping[str, UnitCost]) -> CostRepo
             if value is not None and (isinstance(value, bool) or not value >= 0):
                 raise Refused(Reason.INVALID_ARGUMENT, f"serial {serial!r}: {kind} {value!r} is not >= 0")
     by_part = {
-        part: _totals([units.get(s, UnitCost(s)) for s in serials])
+        part: _totals([units.get(s) or UnitCost.nothing_known(s) for s in serials])
         for part, serials in sorted(workorder.serials.items())
     }
-    everything = _totals([units.get(s, UnitCost(s)) for s in workorder.all_serials])
+    everything = _totals([units.get(s) or UnitCost.nothing_known(s) for s in workorder.all_serials])
     return CostReport(
         workorder_id=workorder.id,
         filled_at=workorder.filled_at,
         serials=workorder.all_serials,
-        elapsed_labor_s=everything.elapsed_labor_s,
-        expected_labor_s=everything.expected_labor_s,
-        elapsed_machining_s=everything.elapsed_machining_s,
-        program_cycle_s=everything.program_cycle_s,
         unknown=everything.unknown,
         by_part=by_part,
+        **{name: everything.total(kind) for kind, name in TIME_FIELDS.items()},
     )
 
 
 def _totals(units: list[UnitCost]) -> TimeTotals:
-    sums: dict[TimeKind, float] = {}
+    sums: dict[str, float] = {}
     unknown: dict[TimeKind, int] = {}
-    for kind in TimeKind:
+    for kind, name in TIME_FIELDS.items():
         values = [unit.time(kind) for unit in units]
-        sums[kind] = float(sum(v for v in values if v is not None))
-        missing = sum(1 for v in values if v is None)
+        sums[name] = float(sum(v for v in values if v is not None))
+        missing = sum(1 for unit in units if not unit.complete(kind))
         if missing:
             unknown[kind] = missing
-    return TimeTotals(
-        units=len(units),
-        elapsed_labor_s=sums[TimeKind.ELAPSED_LABOR],
-        expected_labor_s=sums[TimeKind.EXPECTED_LABOR],
-        elapsed_machining_s=sums[TimeKind.ELAPSED_MACHINING],
-        program_cycle_s=sums[TimeKind.PROGRAM_CYCLE],
-        unknown=unknown,
-    )
+    return TimeTotals(units=len(units), unknown=unknown, **sums)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +265,8 @@ def overrun_report(
 def _report_totals(report: CostReport) -> TimeTotals:
     return TimeTotals(
         units=len(report.serials),
-        elapsed_labor_s=report.elapsed_labor_s,
-        expected_labor_s=report.expected_labor_s,
-        elapsed_machining_s=report.elapsed_machining_s,
-        program_cycle_s=report.program_cycle_s,
         unknown=report.unknown,
+        **{name: report.total(kind) for kind, name in TIME_FIELDS.items()},
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.config import CellConfig
 from gateway.errors import Reason, Refused
 from gateway.jobs.model import UnitStatus
-from gateway.orders.costs import OverrunFinding, overrun_report
+from gateway.orders.costs import TIME_FIELDS, OverrunFinding, overrun_report
 from gateway.storage import orders_rows as O
 from gateway.storage import schema as S
 
@@ -186,10 +186,7 @@ def _report_item(report: Any, serials: list[str]) -> Item:
         "workorder_id": report.workorder_id,
         "filled_at": report.filled_at,
         "serials": serials,
-        "elapsed_labor_s": report.elapsed_labor_s,
-        "expected_labor_s": report.expected_labor_s,
-        "elapsed_machining_s": report.elapsed_machining_s,
-        "program_cycle_s": report.program_cycle_s,
+        **{name: getattr(report, name) for name in TIME_FIELDS.values()},
         "unknown": report.unknown,
         "by_part": report.by_part,
     }

@@ -54,8 +54,22 @@ async def trace(engine: AsyncEngine, model: CellModel | None, serial: str) -> di
         "pallet_station": on_pallet.station if on_pallet is not None else "",
         "audit_flagged": unit.audit_flagged,
         "last_activity": _iso(unit.last_activity),
-        "elapsed": {"labor": unit.elapsed_labor, "machine": unit.elapsed_machine, "unknown": unit.unknown_elapsed},
-        "expected": {"labor": unit.expected_labor, "machine": unit.expected_machine, "unknown": unit.unknown_expected},
+        "elapsed": {
+            "labor": unit.elapsed_labor,
+            "machine": unit.elapsed_machine,
+            "wash": unit.elapsed_wash,
+            "inspection": unit.elapsed_inspection,
+            "unknown": unit.unknown_elapsed,
+        },
+        "expected": {
+            "labor": unit.expected_labor,
+            "machine": unit.expected_machine,
+            "wash": unit.expected_wash,
+            "inspection": unit.expected_inspection,
+            "unknown": unit.unknown_expected,
+        },
+        # contributions that could not be measured (or were not planned), per category
+        "unknown": dict(unit.unknown or {}),
         "steps": [
             {
                 "operation": s.operation,

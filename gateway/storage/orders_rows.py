@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.jobs.book import JobBook
-from gateway.orders.costs import CostReport, TimeKind, TimeTotals, UnitCost, cost_report, unit_cost
+from gateway.orders.costs import TIME_FIELDS, CostReport, TimeKind, TimeTotals, UnitCost, cost_report, unit_cost
 from gateway.orders.model import AuditEntry, Booking, Workorder
 from gateway.orders.schedule import DailySchedule
 
@@ -99,7 +99,7 @@ def unit_costs(
             out[serial] = taken
             continue
         unit = jobs.units.get(serial)
-        out[serial] = UnitCost(serial) if unit is None else unit_cost(serial, unit.cost)
+        out[serial] = UnitCost.nothing_known(serial) if unit is None else unit_cost(serial, unit.cost)
     return out
 
 
@@ -115,15 +115,12 @@ def _unknown(unknown: Mapping[TimeKind, int]) -> dict[str, int]:
     return {kind.value: count for kind, count in unknown.items()}
 
 
+def _times(source: TimeTotals | CostReport) -> dict[str, float]:
+    return {name: source.total(kind) for kind, name in TIME_FIELDS.items()}
+
+
 def _totals_json(totals: TimeTotals) -> dict[str, Any]:
-    return {
-        "units": totals.units,
-        "elapsed_labor_s": totals.elapsed_labor_s,
-        "expected_labor_s": totals.expected_labor_s,
-        "elapsed_machining_s": totals.elapsed_machining_s,
-        "program_cycle_s": totals.program_cycle_s,
-        "unknown": _unknown(totals.unknown),
-    }
+    return {"units": totals.units, **_times(totals), "unknown": _unknown(totals.unknown)}
 
 
 def result_row(report: CostReport) -> Row:
@@ -131,10 +128,7 @@ def result_row(report: CostReport) -> Row:
         "workorder_id": report.workorder_id,
         "filled_at": report.filled_at,
         "serials": len(report.serials),
-        "elapsed_labor_s": report.elapsed_labor_s,
-        "expected_labor_s": report.expected_labor_s,
-        "elapsed_machining_s": report.elapsed_machining_s,
-        "program_cycle_s": report.program_cycle_s,
+        **_times(report),
         "unknown": _unknown(report.unknown),
         "by_part": {part: _totals_json(t) for part, t in report.by_part.items()},
     }
@@ -145,18 +139,13 @@ def report_from(row: Any, serials: Iterable[str]) -> CostReport:
         workorder_id=row.workorder_id,
         filled_at=row.filled_at,
         serials=tuple(serials),
-        elapsed_labor_s=row.elapsed_labor_s,
-        expected_labor_s=row.expected_labor_s,
-        elapsed_machining_s=row.elapsed_machining_s,
-        program_cycle_s=row.program_cycle_s,
+        **{name: getattr(row, name) for name in TIME_FIELDS.values()},
         unknown={TimeKind(k): v for k, v in row.unknown.items()},
         by_part={
             part: TimeTotals(
                 units=t["units"],
-                elapsed_labor_s=t["elapsed_labor_s"],
-                expected_labor_s=t["expected_labor_s"],
-                elapsed_machining_s=t["elapsed_machining_s"],
-                program_cycle_s=t["program_cycle_s"],
+                # a report stored before wash and inspection were apart has no such figures: 0
+                **{name: t.get(name, 0.0) for name in TIME_FIELDS.values()},
                 unknown={TimeKind(k): v for k, v in t["unknown"].items()},
             )
             for part, t in row.by_part.items()

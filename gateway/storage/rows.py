@@ -163,7 +163,7 @@ def unit_row(unit: Unit) -> Row:
         "entered_at": unit.entered_at,
         "failed_attempts": unit.failed_attempts,
         "audit_flagged": unit.audit_flagged,
-        **asdict(unit.cost),
+        **asdict(unit.cost),  # the unknown dict copied, never shared with the live unit
     }
 
 
@@ -180,14 +180,30 @@ def unit_from(row: Any) -> Unit:
         failed_attempts=row.failed_attempts,
         audit_flagged=row.audit_flagged,
         cost=Cost(
-            row.elapsed_labor,
-            row.expected_labor,
-            row.elapsed_machine,
-            row.expected_machine,
-            row.unknown_elapsed,
-            row.unknown_expected,
+            elapsed_labor=row.elapsed_labor,
+            expected_labor=row.expected_labor,
+            elapsed_machine=row.elapsed_machine,
+            expected_machine=row.expected_machine,
+            unknown_elapsed=row.unknown_elapsed,
+            unknown_expected=row.unknown_expected,
+            elapsed_wash=row.elapsed_wash,
+            expected_wash=row.expected_wash,
+            elapsed_inspection=row.elapsed_inspection,
+            expected_inspection=row.expected_inspection,
+            unknown=dict(row.unknown) if row.unknown is not None else _legacy_unknown(row),
         ),
     )
+
+
+def _legacy_unknown(row: Any) -> dict[str, int]:
+    """A unit stored before unknown times were counted per category: its totals could be any of them,
+    so they are counted against labor and machining alike (a report then says those are incomplete)."""
+    unknown: dict[str, int] = {}
+    if row.unknown_elapsed:
+        unknown.update(elapsed_labor=row.unknown_elapsed, elapsed_machining=row.unknown_elapsed)
+    if row.unknown_expected:
+        unknown.update(expected_labor=row.unknown_expected, expected_machining=row.unknown_expected)
+    return unknown
 
 
 def pallet_row(p: PalletState) -> Row:

@@ -161,8 +161,22 @@ units = Table(
     Column("expected_machine", Float, nullable=False),
     Column("unknown_elapsed", Integer, nullable=False),
     Column("unknown_expected", Integer, nullable=False),
+    # Wash and inspection apart from labor and machining; unknown contributions per category (NULL for
+    # a unit stored before they were counted so).
+    Column("elapsed_wash", Float, nullable=False, server_default="0"),
+    Column("expected_wash", Float, nullable=False, server_default="0"),
+    Column("elapsed_inspection", Float, nullable=False, server_default="0"),
+    Column("expected_inspection", Float, nullable=False, server_default="0"),
+    Column("unknown", JSON, nullable=True),
 )
 Index("ix_units_job_id", units.c.job_id)
+# Units under an open Lost Audit stay in memory, finished ones too: a partial index finds the few.
+Index(
+    "ix_units_audit_flagged",
+    units.c.serial,
+    sqlite_where=units.c.audit_flagged.is_(True),
+    postgresql_where=units.c.audit_flagged.is_(True),
+)
 Index("ix_units_status", units.c.status)
 
 # Unit scans: one row per step a unit left, passed or failed, with elapsed and expected kept apart.
@@ -305,7 +319,11 @@ workorder_results = Table(
     Column("expected_labor_s", Float, nullable=False),
     Column("elapsed_machining_s", Float, nullable=False),
     Column("program_cycle_s", Float, nullable=False),
-    Column("unknown", JSON, nullable=False),  # time kind -> units whose time was unknown
+    Column("elapsed_wash_s", Float, nullable=False, server_default="0"),
+    Column("expected_wash_s", Float, nullable=False, server_default="0"),
+    Column("elapsed_inspection_s", Float, nullable=False, server_default="0"),
+    Column("expected_inspection_s", Float, nullable=False, server_default="0"),
+    Column("unknown", JSON, nullable=False),  # time kind -> units with a time that could not be known
     Column("by_part", JSON, nullable=False),  # part -> the same sums
 )
 Index("ix_workorder_results_filled_at", workorder_results.c.filled_at)

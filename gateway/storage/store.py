@@ -49,10 +49,10 @@ class LoggedAnswer:
 
 # ---------------------------------------------------------------------------------------- loading
 # Memory holds the cell's live state, not its history: jobs that are not Closed, Closed jobs that still
-# have a live unit or a unit on a pallet (or a unit whose hand-given serial the counter has yet to
-# reach, see CellModel.retire), and of their units the live ones, the ones on pallets and the ones with
-# such a serial. The rest stays stored; the writer reads it back when a command names it
-# (fetch_retired, CellModel.references and CellModel.adopt).
+# have a live unit, a unit under an open Lost Audit or a unit on a pallet (or a unit whose hand-given
+# serial the counter has yet to reach, see CellModel.retire), and of their units the live ones, the
+# audited ones, the ones on pallets and the ones with such a serial. The rest stays stored; the writer
+# reads it back when a command names it (fetch_retired, CellModel.references and CellModel.adopt).
 
 _OPEN_STATES = tuple(s.value for s in JobState if s is not JobState.CLOSED)
 _LIVE_STATUSES = (UnitStatus.WAITING.value, UnitStatus.IN_STEP.value)
@@ -102,6 +102,8 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
         or_(length > len(current), and_(length == len(current), units.c.serial > current)),
     )
     extra.extend(row for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
+    # Units under an open Lost Audit (a finished one keeps it until an engineer resolves it).
+    extra.extend(await conn.execute(select(units).where(units.c.audit_flagged.is_(True))))
     wanted.update(row.job_id for row in extra)
     for chunk in chunks(sorted(wanted - kept)):
         job_rows.extend(await conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))
@@ -146,8 +148,8 @@ def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None
     :mod:`gateway.storage.schema` (tables not given are empty), rows with attribute access.
 
     Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Units kept in memory
-    are the live ones, the ones on a (configured) pallet and the ones whose hand-given serial the
-    counter has yet to generate; jobs kept are the ones that are not Closed and the ones of those
+    are the live ones, the ones under an open Lost Audit, the ones on a (configured) pallet and the
+    ones whose hand-given serial the counter has yet to generate; jobs kept are the ones that are not Closed and the ones of those
     units. Every kept job counts as incomplete (:meth:`JobBook.complete`): storage may hold more of
     its units, read back when a command needs them all. Every unit row given still counts for the
     cost report of an unfilled workorder that holds its serial. A ``job_seq`` row in ``gateway_meta``
@@ -183,7 +185,10 @@ def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None
     held = [
         row
         for row in unit_rows
-        if row.status in _LIVE_STATUSES or row.serial in on_pallets or tracker.may_generate(row.serial)
+        if row.status in _LIVE_STATUSES
+        or row.audit_flagged
+        or row.serial in on_pallets
+        or tracker.may_generate(row.serial)
     ]
     kept.update(row.job_id for row in held)
     kept &= stored

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import JobBook
-from gateway.jobs.model import Job, JobState, Unit, UnitStatus
+from gateway.jobs.model import CostKind, Job, JobState, Unit, UnitStatus
 from gateway.tracking.anomalies import Anomaly, Flag
 from gateway.tracking.reports import (
     CycleEnded,
@@ -36,6 +36,8 @@ from gateway.tracking.reports import (
 )
 
 INTERRUPTED = "interrupted"
+# Which stations' pallet time is a cost, and in which category (station kind -> cost kind).
+_VISIT_COST = {"load": CostKind.LABOR, "machine": CostKind.MACHINING, "wash": CostKind.WASH}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -261,6 +263,7 @@ class CellTracker:
                     )
                 )
                 self._end_cycle(station, station.cycle, at, CycleResult.INTERRUPTED, flags)
+            self._charge_visit(pallet, station.id, at, flags)
             if station.pallet == pallet.id:
                 station.pallet = ""
             self._touch(stations=[station.id])
@@ -269,6 +272,24 @@ class CellTracker:
         pallet.arrived_at = None
         pallet.window_start = None
         self._touch(pallets=[pallet.id])
+
+    def _charge_visit(self, pallet: PalletState, station_id: str, at: datetime, flags: list[Flag]) -> None:
+        """The pallet leaves: its time at a load station (since the last load report), a machine or a
+        washer (since its arrival) is shared among its units by the expected time of the step each had
+        there (seed 001: elapsed labor "is the amount of time a pallet spends at the load station",
+        elapsed machining "the amount of time a pallet spends at the machine"). A time that cannot be
+        measured (no arrival reported) is counted unknown for each unit, never invented."""
+        info = self.book.layout.station(station_id)
+        kind = _VISIT_COST.get(info.kind)
+        units = self._live_units_on(pallet)
+        if kind is None or not units:
+            return
+        start = pallet.window_start if kind is CostKind.LABOR else pallet.arrived_at
+        elapsed = self._duration(start, at, f"the visit of pallet {pallet.id} at {station_id}", flags)
+        steps = [self.book.step_served_last(unit, info.groups) for unit in units]
+        shares = split_elapsed(elapsed, [step.expected_seconds if step else None for step in steps])
+        for unit, share in zip(units, shares, strict=True):
+            self.book.add_pallet_time(unit.serial, kind, share)
 
     def _live_units_on(self, pallet: PalletState) -> list[Unit]:
         units = []

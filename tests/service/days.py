@@ -75,7 +75,12 @@ async def summary(cell: Cell, answers: list[list[Any]]) -> dict[str, Any]:
                 "expected_labor": u.cost.expected_labor,
                 "elapsed_machine": round(u.cost.elapsed_machine, 3),
                 "expected_machine": u.cost.expected_machine,
+                "elapsed_wash": round(u.cost.elapsed_wash, 3),
+                "expected_wash": u.cost.expected_wash,
+                "elapsed_inspection": round(u.cost.elapsed_inspection, 3),
+                "expected_inspection": u.cost.expected_inspection,
                 "unknown_elapsed": u.cost.unknown_elapsed,
+                "unknown": dict(sorted(u.cost.unknown.items())),
             }
             for u in sorted(units.values(), key=lambda u: u.serial)
         },

@@ -71,11 +71,16 @@ async def test_a_unit_passes_every_step_with_elapsed_and_expected_times(demo_con
         assert job.state is JobState.RUNNING
         assert serial == "DEMO-000001"
         cost = unit.cost
-        # labor: load window 150 s + unload window 100 s + inspection 280 s; machine: 950 + 200
-        assert cost.elapsed_labor == 150 + 100 + 280
-        assert cost.expected_labor == 120 + 90 + 300
-        assert cost.elapsed_machine == 950 + 200
-        assert cost.expected_machine == 900 + 180
+        # Seed 001: elapsed labor "is the amount of time a pallet spends at the load station" (arrival to
+        # departure: 150 + 5 s, then the unload's 100 s), elapsed machining "the amount of time a pallet
+        # spends at the machine" (10 + 950 + 5 s); wash and inspection apart, never inside those.
+        assert cost.elapsed_labor == 150 + 5 + 100
+        assert cost.expected_labor == 120 + 90
+        assert cost.elapsed_machine == 10 + 950 + 5
+        assert cost.expected_machine == 900
+        assert (cost.elapsed_wash, cost.expected_wash) == (200, 180)
+        assert (cost.elapsed_inspection, cost.expected_inspection) == (280, 300)
+        assert cost.unknown == {}
         async with cell.writer.store.engine.connect() as conn:
             scans = (await conn.execute(select(S.unit_scans).order_by(S.unit_scans.c.id))).all()
         assert [(s.operation, s.station, s.passed, s.elapsed, s.expected) for s in scans] == [
@@ -108,9 +113,10 @@ async def test_restart_continues_exactly_where_it_left_off(demo_config: CellConf
         )
         assert tuple(repr(sorted(d.items())) for d in after) == before
         assert again.writer.counter == counter
-        # the cycle started before the restart ends after it, with its full elapsed time
+        # the cycle started before the restart ends after it, and the pallet's whole visit counts
         await again.ok(CycleEnded("M2", "f", None, "P2", "PRG-MILL-100", CycleResult.OK), after=900)
-        assert again.book.units[serials[0]].cost.elapsed_machine == 900
+        await again.ok(PalletDeparted("M2", "f2", None, "P2"), after=10)
+        assert again.book.units[serials[0]].cost.elapsed_machine == 5 + 900 + 10
         # the next generated serial continues the sequence
         await again.ok(PalletArrived("L2", "g", None, "P3"))
         more = (await again.ok(LoadCompleted("L2", "h", None, "P3", job, 1), after=60)).outputs["Serials"]

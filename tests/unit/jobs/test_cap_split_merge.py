@@ -7,7 +7,7 @@ import pytest
 from gateway.errors import Reason
 from gateway.jobs.book import JobBook
 from gateway.jobs.events import StepRecorded, UnitsMoved
-from gateway.jobs.model import Cost, JobState, RoutingSourceKind, Transition, UnitStatus, max_quantity
+from gateway.jobs.model import Cost, CostKind, JobState, RoutingSourceKind, Transition, UnitStatus, max_quantity
 
 from .cell import (
     OP25,
@@ -95,6 +95,7 @@ def costed_job(book: JobBook, quantity: int) -> None:
         start(book, "WO-001", serial, at(n))
         pass_step(book, serial, at(n + 100), float(100 + n % 7))
         pass_step(book, serial, at(n + 1000), float(850 + n % 13))
+        book.add_pallet_time(serial, CostKind.MACHINING, float(870 + n % 13))  # its pallet's time at the mill
 
 
 def total(costs: list[Cost]) -> Cost:

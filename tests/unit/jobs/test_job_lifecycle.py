@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.errors import Reason
 from gateway.jobs.book import NewJob
 from gateway.jobs.events import JobStateChanged, UnitFinished, UnitScrapped, UnitStarted
-from gateway.jobs.model import JobState, Transition, UnitStatus, Variance
+from gateway.jobs.model import CostKind, JobState, Transition, UnitStatus, Variance
 
 from .cell import OP10, OP20, OP30, OP40, OP50, T0, at, make_book, new_job, pass_step, refused, released_job, start
 
@@ -298,19 +298,28 @@ def test_a_finished_or_scrapped_unit_cannot_be_scrapped() -> None:
     refused(book, Reason.NOT_FOUND, book.scrap, "S404", "unknown", at(30))
 
 
-def test_job_cost_sums_elapsed_and_expected_labor_and_machine_time() -> None:
+def test_job_cost_sums_elapsed_and_expected_time_per_category() -> None:
+    """Seed 001: elapsed labor "is the amount of time a pallet spends at the load station", elapsed
+    machining "the amount of time a pallet spends at the machine"; wash and inspection apart."""
     book = make_book()
     released_job(book, "WO-1")
     start(book, "WO-1", "S1")
     pass_step(book, "S1", at(10), 100.0)  # OP10 load: labor
-    pass_step(book, "S1", at(20), 800.0)  # OP20 mill: machine
+    pass_step(book, "S1", at(20), 800.0)  # OP20 mill: the cycle; the pallet's time there counts
+    book.add_pallet_time("S1", CostKind.MACHINING, 830.0)
     book.enter_step("S1", "W1", at(30), "PRG-WASH-1")
-    book.leave_step("S1", "W1", False, at(40), 170.0)  # OP30 wash failed: machine time still spent
+    book.leave_step("S1", "W1", False, at(40), 170.0)  # OP30 wash failed: its time still spent
+    book.add_pallet_time("S1", CostKind.WASH, 175.0)
     cost = book.job_cost("WO-1")
     assert (cost.elapsed_labor, cost.expected_labor) == (100.0, OP10.expected_seconds)
-    assert (cost.elapsed_machine, cost.expected_machine) == (970.0, 900.0 + 180.0)
+    assert (cost.elapsed_machine, cost.expected_machine) == (830.0, 900.0)
+    assert (cost.elapsed_wash, cost.expected_wash) == (175.0, 180.0)
     assert (cost.unknown_elapsed, cost.unknown_expected) == (0, 0)
-    # An end without a start at a station that serves the step: counted, elapsed unknown.
+    # A pallet time that cannot be measured: counted unknown, the measured ones still summed.
     book.leave_step("S1", "W1", True, at(50), None)
-    assert book.job_cost("WO-1").unknown_elapsed == 1
+    book.add_pallet_time("S1", CostKind.WASH, None)
+    cost = book.job_cost("WO-1")
+    assert cost.unknown_elapsed == 1
+    assert cost.unknown_of("elapsed", CostKind.WASH) == 1
+    assert cost.elapsed_wash == 175.0
     assert book.unit("S1").next_step == 3

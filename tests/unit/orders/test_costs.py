@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from gateway.errors import Reason, Refused
+from gateway.jobs.model import Cost, CostKind
 from gateway.orders import (
     CostReport,
     OrderBook,
@@ -18,6 +19,7 @@ from gateway.orders import (
     cost_report,
     overrun_report,
 )
+from gateway.orders.costs import unit_cost
 
 AT = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
 
@@ -65,7 +67,33 @@ def test_unknown_times_are_skipped_and_counted() -> None:
         TimeKind.EXPECTED_LABOR: 1,
         TimeKind.ELAPSED_MACHINING: 3,
         TimeKind.PROGRAM_CYCLE: 2,
+        # XYZ-P-2 has nothing known, wash and inspection included
+        TimeKind.ELAPSED_WASH: 1,
+        TimeKind.EXPECTED_WASH: 1,
+        TimeKind.ELAPSED_INSPECTION: 1,
+        TimeKind.EXPECTED_INSPECTION: 1,
     }
+
+
+def test_one_unmeasured_step_never_erases_the_measured_ones() -> None:
+    """Seed 001: the report sums elapsed labor and machining per workorder. A unit whose unload could
+    not be timed still brings its measured load and machine time; the unknown one is counted beside."""
+    cost = Cost()
+    cost.add_elapsed(CostKind.LABOR, 150.0)  # the load, measured
+    cost.add_elapsed(CostKind.LABOR, None)  # the unload: an end without a start
+    cost.add_elapsed(CostKind.MACHINING, 965.0)
+    cost.add_elapsed(CostKind.WASH, 200.0)
+    cost.add_elapsed(CostKind.INSPECTION, 280.0)
+    cost.add_expected(CostKind.LABOR, 210.0)
+    unit = unit_cost("XYZ-P-0", cost)
+    assert (unit.elapsed_labor_s, unit.elapsed_machining_s) == (150.0, 965.0)
+    assert (unit.elapsed_wash_s, unit.elapsed_inspection_s) == (200.0, 280.0)
+    assert unit.unknown == {TimeKind.ELAPSED_LABOR: 1}
+    report = cost_report(filled("XYZ", {"P": 2}), {"XYZ-P-0": unit, "XYZ-P-1": unit_cost("XYZ-P-1", Cost())})
+    assert report.elapsed_labor_s == 150.0
+    assert report.elapsed_machining_s == 965.0
+    assert (report.elapsed_wash_s, report.elapsed_inspection_s) == (200.0, 280.0)
+    assert report.unknown == {TimeKind.ELAPSED_LABOR: 1}
 
 
 def test_cost_report_needs_a_filled_workorder_and_sane_times() -> None:

@@ -50,7 +50,7 @@ class Sim:
     def apply(self, command: Command, *, after: float = 0.0) -> Outcome:
         self.at(after)
         outcome = self.model.apply(command, self.now, "test")
-        self.model.drain()
+        self.changes = self.model.drain()  # what the last command changed, events included
         return outcome
 
     def job(self, quantity: int = 10, **kwargs: Any) -> str:

@@ -8,7 +8,8 @@ import pytest
 
 from gateway.errors import Reason, Refused
 from gateway.jobs.commands import HoldJob, ResumeJob
-from gateway.jobs.model import JobState, UnitStatus
+from gateway.jobs.events import StepRecorded
+from gateway.jobs.model import CostKind, JobState, UnitStatus
 from gateway.tracking.anomalies import Anomaly
 from gateway.tracking.reports import (
     CycleEnded,
@@ -50,25 +51,30 @@ def test_end_without_start_passes_the_step_with_elapsed_unknown_never_invented()
     at_mill(sim)
     outcome = sim.apply(CycleEnded("M1", sim.eid(), None, "P1", MILL, CycleResult.OK), after=900)
     assert Anomaly.END_WITHOUT_START in anomalies(outcome)
+    [scan] = [e for e in sim.changes.events if isinstance(e, StepRecorded) and e.serial == serials[0]]
+    assert scan.elapsed is None  # the cycle's own time is unknown
+    sim.apply(PalletDeparted("M1", sim.eid(), None, "P1"), after=10)
     for serial in serials:
         unit = sim.book.units[serial]
         assert unit.next_step == 2  # OP20 passed
-        assert unit.cost.elapsed_machine == 0
-        assert unit.cost.unknown_elapsed == 1
+        # machining is the pallet's time at the machine, which is known: arrival to departure, shared
+        assert unit.cost.elapsed_machine == (900 + 10) / 2
+        assert unit.cost.unknown_elapsed == 0
         assert unit.cost.expected_machine == 900
 
 
 def test_a_repeated_start_keeps_the_first_start() -> None:
     sim = Sim()
     job = sim.job()
-    serials = loaded(sim, job)
+    loaded(sim, job)
     at_mill(sim)
     sim.apply(CycleStarted("M1", sim.eid(), None, "P1", MILL), after=10)
     again = sim.apply(CycleStarted("M1", sim.eid(), None, "P1", MILL), after=60)
     assert anomalies(again) == [Anomaly.REPEATED_START]
     sim.apply(CycleEnded("M1", sim.eid(), None, "P1", MILL, CycleResult.OK), after=840)
-    # the cycle lasted 900 s from the first start, split between the two units
-    assert [sim.book.units[s].cost.elapsed_machine for s in serials] == [450, 450]
+    # the cycle lasted 900 s from the first start
+    scans = [e for e in sim.changes.events if isinstance(e, StepRecorded)]
+    assert [s.elapsed for s in scans] == [450, 450]
 
 
 def test_a_pallet_reported_where_it_was_not_recorded_moved_there() -> None:
@@ -130,8 +136,8 @@ def test_a_negative_duration_is_not_counted() -> None:
     assert Anomaly.IMPLAUSIBLE_DURATION in anomalies(outcome)
     unit = sim.book.units[serials[0]]
     assert unit.next_step == 2
-    assert unit.cost.elapsed_machine == 0
-    assert unit.cost.unknown_elapsed == 1
+    assert [e.elapsed for e in sim.changes.events if isinstance(e, StepRecorded)] == [None, None]
+    assert unit.cost.elapsed_machine == 0  # the pallet has not left yet
 
 
 def test_an_absurd_duration_is_not_counted() -> None:
@@ -193,7 +199,7 @@ def test_a_pallet_leaving_mid_cycle_ends_the_cycle_as_interrupted() -> None:
     unit = sim.book.units[serials[0]]
     assert unit.next_step == 1  # OP20 must be repeated
     assert unit.status is UnitStatus.WAITING
-    assert unit.cost.elapsed_machine == 150  # the time was spent, shared by two units
+    assert unit.cost.elapsed_machine == (10 + 300) / 2  # its time at the machine, shared by two units
     # the machine shows down (its cycle was cut short) until the next pallet arrives
     assert sim.tracker.stations["M1"].state == "down"
     sim.apply(PalletArrived("M1", sim.eid(), None, "P2"), after=60)
@@ -211,9 +217,10 @@ def test_an_interrupted_cycle_leaves_the_step_to_repeat_and_the_machine_down() -
     assert sim.book.units[serials[0]].next_step == 1
     sim.apply(CycleStarted("M1", sim.eid(), None, "P1", MILL), after=600)
     sim.apply(CycleEnded("M1", sim.eid(), None, "P1", MILL, CycleResult.OK), after=900)
+    sim.apply(PalletDeparted("M1", sim.eid(), None, "P1"), after=5)
     unit = sim.book.units[serials[0]]
     assert unit.next_step == 2
-    assert unit.cost.elapsed_machine == (200 + 900) / 2
+    assert unit.cost.elapsed_machine == (10 + 200 + 600 + 900 + 5) / 2  # the whole visit, shared
     assert unit.cost.expected_machine == 900 * 2  # both attempts planned a full cycle
 
 
@@ -232,8 +239,10 @@ def test_a_scan_out_without_scan_in_counts_with_elapsed_unknown() -> None:
     assert anomalies(retry) == [Anomaly.END_WITHOUT_START]
     unit = sim.book.units[second]
     assert unit.status is UnitStatus.FINISHED
-    assert unit.cost.unknown_elapsed == 1
-    assert unit.cost.elapsed_labor == 100
+    # one unmeasured step is counted unknown; the measured one is still summed, in its own category
+    assert unit.cost.unknown_of("elapsed", CostKind.INSPECTION) == 1
+    assert unit.cost.elapsed_inspection == 100
+    assert unit.cost.elapsed_labor == 0
 
 
 def test_a_scan_in_out_of_order_is_refused_with_invalid_process_step() -> None:
@@ -269,4 +278,4 @@ def test_a_scan_out_at_another_station_than_the_scan_in_is_flagged() -> None:
     outcome = sim.apply(ScanOut("L1", sim.eid(), None, serial, ScanResult.PASS), after=120)
     assert anomalies(outcome) == [Anomaly.STATION_MISMATCH]
     assert sim.book.units[serial].status is UnitStatus.FINISHED
-    assert sim.book.units[serial].cost.elapsed_labor == 120
+    assert sim.book.units[serial].cost.elapsed_inspection == 120

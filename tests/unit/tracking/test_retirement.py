@@ -345,19 +345,20 @@ def _restore_and_compare(pair: Pair) -> None:
     fresh = _model(lean.assign_workorder_at_unload)
     restore_model(fresh, {name: [SimpleNamespace(**row) for row in rows] for name, rows in tables.items()})
     on_pallets = {s for p in full.tracker.pallets.values() for s in p.units}
+    def held(unit: Unit) -> bool:
+        return unit.live or unit.audit_flagged or unit.serial in on_pallets or fresh.tracker.may_generate(unit.serial)
+
     live = {
         j.id
         for j in full.book.jobs.values()
-        if j.state is not JobState.CLOSED or any(u.live or u.serial in on_pallets for u in full.book.units_of(j.id))
+        if j.state is not JobState.CLOSED or any(held(u) for u in full.book.units_of(j.id))
     }
     assert set(fresh.book.jobs) == live
     for job_id in live:
         assert fresh.book.jobs[job_id] == full.book.jobs[job_id]
         assert not fresh.book.complete(job_id)  # storage may hold more of its units
         assert sorted(u.serial for u in fresh.book.units_of(job_id)) == sorted(
-            u.serial
-            for u in full.book.units_of(job_id)
-            if u.live or u.serial in on_pallets or fresh.tracker.may_generate(u.serial)
+            u.serial for u in full.book.units_of(job_id) if held(u)
         )
     assert fresh.tracker.serial_seq == full.tracker.serial_seq
     assert fresh.orders.workorders == full.orders.workorders

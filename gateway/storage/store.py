@@ -147,13 +147,12 @@ def restore_model(model: CellModel, tables: Mapping[str, Sequence[Any]]) -> None
     """Fill a freshly built model (from config) with stored rows: each table's rows by its name in
     :mod:`gateway.storage.schema` (tables not given are empty), rows with attribute access.
 
-    Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Units kept in memory
-    are the live ones, the ones under an open Lost Audit, the ones on a (configured) pallet and the
-    ones whose hand-given serial the counter has yet to generate; jobs kept are the ones that are not Closed and the ones of those
-    units. Every kept job counts as incomplete (:meth:`JobBook.complete`): storage may hold more of
-    its units, read back when a command needs them all. Every unit row given still counts for the
-    cost report of an unfilled workorder that holds its serial. A ``job_seq`` row in ``gateway_meta``
-    keeps generated job ids after ``J-<job_seq>``.
+    Pure: the rows may be a whole store's, or the part :func:`load_model` reads. Units kept in memory are the live
+    ones, the ones under an open Lost Audit, the ones on a (configured) pallet and the ones whose hand-given serial
+    the counter has yet to generate; jobs kept are the ones that are not Closed and the ones of those units. Every
+    kept job counts as incomplete (:meth:`JobBook.complete`): storage may hold more of its units, read back when a
+    command needs them all. Every unit row given still counts for the cost report of an unfilled workorder that
+    holds its serial. A ``job_seq`` row in ``gateway_meta`` keeps generated job ids after ``J-<job_seq>``.
     """
     book, tracker = model.book, model.tracker
     for row in tables.get("part_specs", ()):

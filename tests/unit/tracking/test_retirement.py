@@ -345,6 +345,7 @@ def _restore_and_compare(pair: Pair) -> None:
     fresh = _model(lean.assign_workorder_at_unload)
     restore_model(fresh, {name: [SimpleNamespace(**row) for row in rows] for name, rows in tables.items()})
     on_pallets = {s for p in full.tracker.pallets.values() for s in p.units}
+
     def held(unit: Unit) -> bool:
         return unit.live or unit.audit_flagged or unit.serial in on_pallets or fresh.tracker.may_generate(unit.serial)
 

@@ -557,13 +557,27 @@ class JobBook:
         self.events.append(JobStateChanged(job.id, before, to, reason, actor, at))
 
     # ------------------------------------------------------------------ split and merge
-    def split(self, job_id: str, serials: Sequence[str], operations: Sequence[str], actor: str, at: datetime) -> Job:
-        """Move chosen units to a child job ``<id>-R<n>`` with its own routing, their cost with them."""
+    def split(
+        self,
+        job_id: str,
+        serials: Sequence[str],
+        operations: Sequence[str],
+        actor: str,
+        at: datetime,
+        quantity: int = 0,
+    ) -> Job:
+        """Move chosen units to a child job ``<id>-R<n>`` with its own routing, their cost with them
+        (each unit carries its own accumulated time, so the child's cost is exactly its units'); or,
+        given a ``quantity`` instead, move that many of the parent's unstarted units to a child."""
         job = self.job(job_id)
         if job.state is JobState.CLOSED:
             raise Refused(Reason.JOB_CLOSED, f"job {job_id} is closed")
+        if quantity and serials:
+            raise Refused(Reason.INVALID_ARGUMENT, "name the serials to split off or a quantity, not both")
+        if quantity:
+            return self._split_quantity(job, quantity, operations, actor, at)
         if not serials:
-            raise Refused(Reason.INVALID_ARGUMENT, "name at least one serial to split off")
+            raise Refused(Reason.INVALID_ARGUMENT, "name at least one serial to split off, or a quantity")
         if len(set(serials)) != len(serials):
             raise Refused(Reason.INVALID_ARGUMENT, "a serial is named twice")
         units = [self.unit(s) for s in serials]
@@ -625,6 +639,51 @@ class JobBook:
         else:
             self._transition(child, JobState.RUNNING, why, actor, at, new=True)
         self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
+        self._target_check(job, reached, at)
+        return child
+
+    def _split_quantity(self, job: Job, quantity: int, operations: Sequence[str], actor: str, at: datetime) -> Job:
+        """A child job for ``quantity`` of the parent's ordered units not started yet (e.g. a batch to
+        run on another routing); the parent's order shrinks by as much. The child plans no buffer."""
+        if job.state is JobState.CREATED:
+            raise Refused(Reason.JOB_NOT_RELEASED, f"job {job.id} is not released; change its quantity instead")
+        if quantity < 0:
+            raise Refused(Reason.INVALID_ARGUMENT, f"quantity must be at least 1, not {quantity}")
+        if quantity > job.unstarted:
+            raise Refused(
+                Reason.INVALID_ARGUMENT,
+                f"job {job.id} has {job.unstarted} ordered unit(s) not started; {quantity} cannot be split off",
+            )
+        routing = self.layout.resolve(operations) if operations else job.routing
+        child_id = f"{job.id}-R{job.children + 1}"
+        if child_id in self.jobs:
+            raise Refused(Reason.DUPLICATE_ID, f"job {child_id} exists already")
+        job.children += 1
+        child = Job(
+            id=child_id,
+            part=job.part,
+            revision=job.revision,
+            quantity=quantity,
+            yield_buffer_percent=0.0,
+            due=job.due,
+            priority=job.priority,
+            pallets=job.pallets,
+            routing=routing,
+            source=job.source if not operations else RoutingSource(RoutingSourceKind.CUSTOM),
+            created_at=at,
+            parent_id=job.id,
+            released_at=at,
+        )
+        self.jobs[child_id] = child
+        reached = job.target_reached
+        job.quantity -= quantity
+        self.dirty.jobs.update((job.id, child_id))
+        why = f"split from {job.id}: {quantity} unit(s) not started"
+        if job.state is JobState.HOLD:
+            child.held_from = JobState.RELEASED
+            self._transition(child, JobState.HOLD, f"{why}, which is on hold", actor, at, new=True)
+        else:
+            self._transition(child, JobState.RELEASED, why, actor, at, new=True)
         self._target_check(job, reached, at)
         return child
 

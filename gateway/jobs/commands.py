@@ -79,10 +79,13 @@ class CloseJob(JobCommand):
 
 @dataclass(frozen=True, slots=True)
 class SplitJob(JobCommand):
+    """Chosen units (``serials``) or an unstarted ``quantity`` of the job go to a child job."""
+
     kind: ClassVar[str] = "Split"
     job_id: str
     serials: tuple[str, ...]
     operations: tuple[str, ...] = ()
+    quantity: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,8 @@ def handle(book: JobBook, command: JobCommand, at: datetime, actor: str) -> dict
                 }
             }
         case SplitJob():
-            return {"ChildJobId": book.split(command.job_id, command.serials, command.operations, actor, at).id}
+            child = book.split(command.job_id, command.serials, command.operations, actor, at, command.quantity)
+            return {"ChildJobId": child.id}
         case MergeJobs():
             book.merge(command.target_job_id, command.source_job_id, actor, at)
         case CreateTemplate():

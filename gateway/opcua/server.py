@@ -264,6 +264,17 @@ JOB_METHODS: tuple[Method, ...] = (
         lambda _, v: SplitJob(v[0], v[1], v[2]),
     ),
     Method(
+        "SplitQuantity",
+        (
+            JOB_ID,
+            Arg("Quantity", Kind.UINT32, "ordered units not started yet, to move to the child"),
+            Arg("Steps", Kind.TEXTS, "empty = the parent's routing"),
+        ),
+        (Arg("ChildJobId", Kind.TEXT),),
+        JOB_ROLES,
+        lambda _, v: SplitJob(v[0], (), v[2], quantity=v[1]),
+    ),
+    Method(
         "Merge",
         (Arg("TargetJobId", Kind.ID), Arg("SourceJobId", Kind.ID)),
         (),

@@ -18,7 +18,7 @@ from asyncua import ua
 
 from gateway.config import CellConfig
 from tests.integration.opcua_client import NOW, CellClient, i32
-from tests.integration.opcua_support import Session, cell_toml, good, serving
+from tests.integration.opcua_support import Session, cell_toml, good, refused, serving
 
 OPERATIONS = ["OP10", "OP20", "OP30", "OP40", "OP50"]
 
@@ -48,6 +48,7 @@ CELL_METHODS = {
         "Hold": ("JobId:String Reason:String", ""),
         "Close": ("JobId:String Reason:String", ""),
         "Split": ("JobId:String Serials:String[] Steps:String[]", "ChildJobId:String"),
+        "SplitQuantity": ("JobId:String Quantity:UInt32 Steps:String[]", "ChildJobId:String"),
         "Merge": ("TargetJobId:String SourceJobId:String", ""),
     },
     "Parts": {
@@ -85,6 +86,7 @@ JOB_VARIABLES = {
     "Priority": "Int32",
     "Routing": "String[]",
     "RoutingSource": "String",
+    "TargetReached": "Boolean",
 }
 
 
@@ -268,6 +270,7 @@ async def test_job_methods_move_a_job_through_its_states(session: Session) -> No
         "Priority": 3,
         "Routing": OPERATIONS,
         "RoutingSource": "automatic",
+        "TargetReached": False,
     }
 
     await good(cell.jobs("Hold", job, "material check"))
@@ -293,6 +296,17 @@ async def test_job_methods_move_a_job_through_its_states(session: Session) -> No
     await cell.wait_for(f"Cell/Jobs/{child}/State", "Closed")
     await cell.wait_for(f"Cell/Jobs/{job}/Wip", 2)
     assert session.gateway.writer.model.book.units["A-2"].job_id == job
+
+    # product.md: split "N units (or a quantity)": 1 of the 2 ordered units not started yet
+    await refused(
+        session.gateway, events, cell.jobs("SplitQuantity", job, 3, []), "BadInvalidArgument", "InvalidArgument"
+    )
+    (batch,) = await good(cell.jobs("SplitQuantity", job, 1, ["OP10", "OP20", "OP40"]))
+    assert batch == f"{job}-R2"
+    await cell.wait_for(f"Cell/Jobs/{batch}/State", "Released")
+    assert await cell.read(f"Cell/Jobs/{batch}/Quantity") == 1
+    assert await cell.read(f"Cell/Jobs/{batch}/Routing") == ["OP10", "OP20", "OP40"]
+    await cell.wait_for(f"Cell/Jobs/{job}/Quantity", 3)
 
     await good(cell.jobs("Close", job, "short close"))
     await cell.wait_for(f"Cell/Jobs/{job}/State", "Closed")

@@ -325,3 +325,26 @@ def test_a_held_released_target_resumes_running_when_running_units_joined_it() -
     book.resume("WO-A", "quality", at(30))
     assert target.state is JobState.RUNNING  # it has running units now, not Released with units
     assert book.transitions[-1] == Transition("WO-A", at(30), "quality", JobState.HOLD, JobState.RUNNING, "resumed")
+
+
+def test_a_split_by_quantity_moves_unstarted_units_to_a_released_child() -> None:
+    """product.md: "Split: move N units (or a quantity) to a child job (J-001-R) with its own routing".
+    A quantity split takes ordered units not started yet; the parent's order shrinks by as much."""
+    book = make_book()
+    parent = released_job(book, "WO-1", quantity=10, buffer=10.0)
+    for n in range(1, 4):
+        start(book, "WO-1", f"S{n}")
+    refused(book, Reason.INVALID_ARGUMENT, book.split, "WO-1", (), (), "planner", at(5), 8)  # 7 not started
+    refused(book, Reason.INVALID_ARGUMENT, book.split, "WO-1", ("S1",), (), "planner", at(5), 2)
+    child = book.split("WO-1", (), ("OP10", "OP20", "OP40"), "planner", at(5), 4)
+    assert (child.id, child.state, child.quantity, child.started) == ("WO-1-R1", JobState.RELEASED, 4, 0)
+    assert child.max_quantity == 4  # the child plans no buffer
+    assert [s.operation for s in child.routing] == ["OP10", "OP20", "OP40"]
+    assert (parent.quantity, parent.started, parent.unstarted) == (6, 3, 3)
+    assert parent.started - parent.scrapped <= parent.max_quantity
+    # control: a held parent gives a held child
+    book.hold("WO-1", "material", "quality", at(6))
+    held = book.split("WO-1", (), (), "planner", at(7), 1)
+    assert held.state is JobState.HOLD
+    book.resume(held.id, "quality", at(8))
+    assert held.state is JobState.RELEASED

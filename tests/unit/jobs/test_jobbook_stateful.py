@@ -55,7 +55,16 @@ from gateway.jobs.events import (
     UnitScrapped,
     UnitStarted,
 )
-from gateway.jobs.model import JobState, RoutingSourceKind, Step, TemplateStatus, UnitStatus, max_quantity
+from gateway.jobs.model import (
+    Cost,
+    CostKind,
+    JobState,
+    RoutingSourceKind,
+    Step,
+    TemplateStatus,
+    UnitStatus,
+    max_quantity,
+)
 
 from .cell import OP10, OP20, OP30, OP35, OP40, OP50, REWORK_OPS, STATIONS, T0, make_book, make_layout, snapshot
 
@@ -425,6 +434,32 @@ class JobBookMachine(RuleBasedStateMachine):
         assert (refusal is None) == live
 
     # ------------------------------------------------------------------ split and merge
+    def cost_of_everything(self) -> tuple[float, ...]:
+        """Every unit's times summed: a split or merge moves cost with the units, never makes or loses it."""
+        total = Cost()
+        for unit in self.book.units.values():
+            total.add(unit.cost)
+        return tuple(round(total.elapsed(k), 6) for k in CostKind) + tuple(
+            round(total.expected(k), 6) for k in CostKind
+        )
+
+    @rule(data=st.data(), quantity=st.integers(0, 4))
+    def split_quantity(self, data: st.DataObject, quantity: int) -> None:
+        job_id = self.pick_job(data)
+        parent = self.book.jobs.get(job_id)
+        before = (parent.quantity, parent.unstarted, parent.state) if parent else None
+        operations = data.draw(st.sampled_from([(), ("OP10", "OP20", "OP40")]), label="operations")
+        child, refusal = self.attempt(self.book.split, job_id, (), operations, "planner", self.tick(data), quantity)
+        if refusal is not None:
+            return
+        assert parent is not None
+        assert before is not None
+        assert 1 <= quantity <= before[1]
+        assert parent.quantity == before[0] - quantity
+        assert (child.quantity, child.started, child.max_quantity) == (quantity, 0, quantity)
+        assert child.state is (JobState.HOLD if before[2] is JobState.HOLD else JobState.RELEASED)
+        self.routing_at_release[child.id] = child.routing
+
     @rule(data=st.data())
     def split(self, data: st.DataObject) -> None:
         job_id = self.pick_job(data)
@@ -438,9 +473,11 @@ class JobBookMachine(RuleBasedStateMachine):
         parent = self.book.jobs.get(job_id)
         needed = {s: self.expected_next.get(s) for s in serials}
         parent_routing = parent.routing if parent else ()
+        cost = self.cost_of_everything()
         child, refusal = self.attempt(self.book.split, job_id, serials, operations, "engineer", self.tick(data))
         if refusal is not None:
             return
+        assert self.cost_of_everything() == cost
         assert parent is not None
         for serial in serials:
             before = needed[serial]
@@ -481,7 +518,9 @@ class JobBookMachine(RuleBasedStateMachine):
         if source and target:
             cap = max_quantity(target.quantity + source.quantity, target.yield_buffer_percent)
             in_cap = target.started + source.started - target.scrapped - source.scrapped
+        cost = self.cost_of_everything()
         _, refusal = self.attempt(self.book.merge, target_id, source_id, "engineer", self.tick(data))
+        assert self.cost_of_everything() == cost
         if refusal is not None:
             if source and target and (source.part, source.revision) != (target.part, target.revision):
                 assert refusal.reason in (Reason.MIXED_MERGE, Reason.JOB_CLOSED, Reason.JOB_NOT_RELEASED)

@@ -152,7 +152,9 @@ def create_app(
     @api.patch("/orders/{order_id}", response_model=M.OrderUpdated, tags=["orders"])
     async def update_order(order_id: WriteId, body: M.OrderUpdate, who: Who) -> dict[str, Any]:
         """New quantities for an order. An unscheduled booking is edited; once scheduled, the increase
-        goes to an ``<id>-extra`` booking. The unfilled workorder takes the new quantities.
+        goes to an ``<id>-extra`` booking. The workorder takes the new quantities, never below the serials
+        it holds. A filled workorder may be raised, not lowered: it is unfilled again (its cost report is
+        dropped) and fills again from new serials, with a new report covering all of them.
         """
         answer = await submit(UpdateOrder(order_id, dict(body.parts), body.reason), who)
         return {

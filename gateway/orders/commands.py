@@ -221,7 +221,10 @@ def handle(orders: OrderBook, jobs: JobBook, command: OrderCommand, at: datetime
             )
             return {"BookingId": booking.id, "WorkorderId": workorder.id}
         case UpdateOrder():
+            was_filled = _is_filled(orders, command.order_id)
             written = orders.update_order(command.order_id, command.parts, at, actor, command.reason)
+            if was_filled and not orders.workorder(command.order_id).filled:
+                _take_costs_again(orders, jobs, command.order_id)
             return {"Bookings": [b.id for b in written]}
         case EditBooking():
             edited = orders.edit_booking(
@@ -285,6 +288,28 @@ def assign_finished_unit(orders: OrderBook, jobs: JobBook, serial: str, at: date
     if unit is None or unit.status is not UnitStatus.FINISHED or orders.workorder_of(serial) is not None:
         return None
     return orders.assign_serial(serial, jobs.jobs[unit.job_id].part, at, unit_cost(serial, unit.cost))
+
+
+def _is_filled(orders: OrderBook, workorder_id: object) -> bool:
+    if not isinstance(workorder_id, str):
+        return False
+    try:
+        return orders.workorder(workorder_id).filled
+    except Refused:  # no such workorder: the update refuses it
+        return False
+
+
+def _take_costs_again(orders: OrderBook, jobs: JobBook, workorder_id: str) -> None:
+    """A raised workorder is no longer filled: its serials' times, let go when it filled, are taken again
+    from their units (the writer reads units that left memory back first: CellModel.references), so the
+    report it gets when it fills again covers every serial."""
+    workorder = orders.workorder(workorder_id)
+    costs = {
+        serial: unit_cost(serial, unit.cost)
+        for serial in workorder.all_serials
+        if serial not in workorder.costs and (unit := jobs.units.get(serial)) is not None
+    }
+    orders.keep_costs(workorder_id, costs)
 
 
 def _finished_part(jobs: JobBook, serial: str) -> str:

@@ -54,7 +54,8 @@ class Workorder:
     # Not part of the workorder's value: what its cost report is made of. Each assigned serial's times,
     # taken when it was assigned (a finished unit's times never change again), so that the report
     # needs no unit in memory when the workorder fills; once filled, the report itself, and the
-    # serials' times are let go.
+    # serials' times are let go. An order update that raises a filled workorder drops the report, and
+    # the times are taken again from the units (OrderBook.keep_costs).
     costs: Mapping[str, UnitCost] = field(default_factory=dict, compare=False, repr=False)
     report: CostReport | None = field(default=None, compare=False, repr=False)
 
@@ -270,8 +271,10 @@ class OrderBook:
         increase goes to the first ``<id>-extra[n]`` booking that is not yet scheduled (created if
         needed, same due date, priority and casting); a decrease is taken from an unscheduled extra
         booking as far as it goes (what a scheduled booking already asked for cannot be taken back and
-        simply ends up as spare finished parts). Workorder side: edited to ``parts`` if unfilled; never
-        below the serials already assigned.
+        simply ends up as spare finished parts). Workorder side: edited to ``parts``, never below the
+        serials already assigned. A filled workorder may only go up: raised, it is no longer filled
+        (its cost report is dropped) and fills again from new serials, its report then covering all of
+        them; a decrease of a filled workorder is refused.
         """
         _check_at(at)
         _check_id(actor, "actor")
@@ -280,7 +283,7 @@ class OrderBook:
         workorder = self.workorder(order_id)
         workorder_changes = dict(workorder.parts) != new
         if workorder_changes:
-            self._check_workorder_editable(workorder, new)
+            self._check_workorder_editable(workorder, new, may_reopen=True)
 
         writes: list[tuple[AuditAction, Booking | None, Booking]] = []  # (action, before, after)
         if not main.scheduled:
@@ -297,7 +300,10 @@ class OrderBook:
                 action = AuditAction.BOOKING_REMOVED
             self._record(at, actor, action, after.id, reason, before.parts if before else {}, after.parts)
         if workorder_changes:
-            self._put_workorder(replace(workorder, parts=dict(new)))
+            edited = replace(workorder, parts=dict(new))
+            if workorder.filled:  # raised: it takes serials again for the difference
+                edited = replace(edited, filled=False, filled_at=None, report=None)
+            self._put_workorder(edited)
             self._record(at, actor, AuditAction.WORKORDER_EDITED, order_id, reason, workorder.parts, new)
         return [after for _, _, after in writes if after.parts]
 
@@ -630,6 +636,21 @@ class OrderBook:
         )
         return workorder_id
 
+    def keep_costs(self, workorder_id: str, costs: Mapping[str, UnitCost]) -> None:
+        """Keep the times of serials an unfilled workorder holds, for its cost report.
+
+        A workorder lets its serials' times go when it fills; one that an order update raised again
+        takes them back here from its units. Times it keeps already stay as they are; serials it does
+        not hold are passed over. The times are not stored, so nothing is marked changed.
+        """
+        workorder = self.workorder(workorder_id)
+        if workorder.filled:
+            return
+        held = set(workorder.all_serials)
+        taken = {s: c for s, c in costs.items() if s in held and s not in workorder.costs}
+        if taken:
+            self._workorders[workorder_id] = replace(workorder, costs=_with_costs(workorder.costs, taken))
+
     def mark_filled(self, workorder_id: str, at: datetime, *, actor: str, reason: str = "") -> Workorder:
         """A supervisor marks a workorder filled, even short of its quantities (audited)."""
         _check_at(at)
@@ -645,9 +666,22 @@ class OrderBook:
 
     # ------------------------------------------------------------------ internals
 
-    def _check_workorder_editable(self, workorder: Workorder, new: Mapping[str, int]) -> None:
-        if workorder.filled:
+    def _check_workorder_editable(
+        self, workorder: Workorder, new: Mapping[str, int], *, may_reopen: bool = False
+    ) -> None:
+        """``may_reopen``: an order update, which may raise a filled workorder (never lower it)."""
+        if workorder.filled and not may_reopen:
             raise Refused(Reason.ORDER_FULFILLED, f"workorder {workorder.id!r} is already filled")
+        if workorder.filled:
+            for part, quantity in sorted(workorder.parts.items()):
+                if new.get(part, 0) < quantity:
+                    raise Refused(
+                        Reason.ORDER_FULFILLED,
+                        f"workorder {workorder.id!r} is already filled with {workorder.assigned(part)} {part} "
+                        f"of {quantity}: an order update may raise a filled workorder (it then fills again "
+                        f"from new serials) but not lower it to {new.get(part, 0)}, nor below the serials "
+                        "assigned to it",
+                    )
         for part in workorder.serials:
             if workorder.assigned(part) > new.get(part, 0):
                 raise Refused(

@@ -166,8 +166,10 @@ def _order_ops(ops: list[Op], model: CellModel, dirty: OrderDirty) -> None:
     rows = [row for w in changed for row in O.workorder_serial_rows(w)]
     if rows:
         ops.append(Op("insert", "workorder_serials", tuple(rows)))
-    # The cost report is taken when a workorder is filled; a filled workorder never changes again.
+    # The cost report is taken when a workorder is filled; an order raised after that unfills it, and its
+    # report goes until it fills again.
     _upsert(ops, "workorder_results", [O.result_row(O.report_for(w, model.book)) for w in changed if w.filled])
+    _delete(ops, "workorder_results", "workorder_id", [w.id for w in changed if not w.filled])
     if dirty.table:
         ops.append(Op("clear", "scheduled_parts_without_bookings"))
         table = orders.scheduled_without_bookings

@@ -42,6 +42,7 @@ from gateway.orders.commands import (
     BackOutJob,
     MarkWorkorderFilled,
     OrderCommand,
+    UpdateOrder,
     assign_finished_unit,
 )
 from gateway.orders.commands import handle as handle_order
@@ -180,6 +181,19 @@ class CellModel:
                 workorder = self._workorder(command.workorder_id)
                 if workorder is not None and not workorder.filled:
                     serials.extend(s for s in workorder.all_serials if s not in workorder.costs)
+            case UpdateOrder():
+                # Raising a filled workorder reopens it: the times of the serials it holds, let go
+                # when it filled, are taken again from their units. (Lowering it is refused: no look-up.)
+                workorder = self._workorder(command.order_id)
+                if workorder is not None and workorder.filled and isinstance(command.parts, dict):
+                    try:
+                        raises = command.parts != dict(workorder.parts) and all(
+                            command.parts.get(p, 0) >= q for p, q in workorder.parts.items()
+                        )
+                    except TypeError:  # not quantities: the update refuses them
+                        raises = False
+                    if raises:
+                        serials.extend(s for s in workorder.all_serials if s not in workorder.costs)
             case _:
                 pass
         return (

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from gateway.config import CellConfig
 from gateway.jobs.commands import ApproveTemplate, CreateTemplate, SetDefaultTemplate
+from gateway.orders.costs import unit_cost
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from tests.integration.erp_support import ERP_CELL, T0, Erp, day, demo_toml, erp_gateway
@@ -167,13 +168,16 @@ async def test_finished_parts_fill_the_soonest_due_workorder_at_unload(make_conf
         assert await erp.all("/finished-serials") == []
         assert [w["id"] for w in await erp.all("/workorders", filled="true", part="ABC123")] == ["LATER", "SOON"]
 
-        # The cost report of a part made alone on its pallet, by hand: labor = load 150 + unload 100 +
-        # inspection 280 elapsed against 120 + 90 + 300 expected; machining = mill 950 + wash 200 elapsed
-        # against the programs' 900 + 180.
+        # The cost report of a part made alone on its pallet, by hand (seed 001): elapsed labor, the pallet's
+        # time at the load station = load 150 + 5 s to its departure + unload 100, against 120 + 90
+        # expected; elapsed machining, its time at the machine = 950 against the program's 900; wash
+        # (200 against 180) and inspection (280 against 300) apart.
         report = await erp.ok("GET", "/workorders/LATER/cost-report")
         assert report["serials"] == [third]
-        assert (report["elapsed_labor_s"], report["expected_labor_s"]) == (530, 510)
-        assert (report["elapsed_machining_s"], report["program_cycle_s"]) == (1150, 1080)
+        assert (report["elapsed_labor_s"], report["expected_labor_s"]) == (255, 210)
+        assert (report["elapsed_machining_s"], report["program_cycle_s"]) == (950, 900)
+        assert (report["elapsed_wash_s"], report["expected_wash_s"]) == (200, 180)
+        assert (report["elapsed_inspection_s"], report["expected_inspection_s"]) == (280, 300)
         assert report["unknown"] == {}
         assert report["by_part"]["ABC123"]["units"] == 1
 
@@ -184,9 +188,10 @@ async def test_finished_parts_fill_the_soonest_due_workorder_at_unload(make_conf
         units = [rows[s].cost for s in (first, second)]
         assert report["serials"] == [first, second]
         assert report["elapsed_labor_s"] == sum(u.elapsed_labor for u in units)
-        assert report["expected_labor_s"] == sum(u.expected_labor for u in units) == 1020
-        assert report["elapsed_machining_s"] == sum(u.elapsed_machine for u in units)
-        assert report["program_cycle_s"] == sum(u.expected_machine for u in units) == 2160
+        assert report["expected_labor_s"] == sum(u.expected_labor for u in units) == 2 * (120 + 90)
+        assert report["elapsed_machining_s"] == sum(u.elapsed_machine for u in units) == 950  # one pallet's visit
+        assert report["program_cycle_s"] == sum(u.expected_machine for u in units) == 2 * 900
+        assert report["elapsed_wash_s"] == sum(u.elapsed_wash for u in units) == 200
 
 
 async def test_a_supervisor_fills_workorders_from_the_finished_serials(make_config: MakeConfig) -> None:
@@ -223,7 +228,7 @@ async def test_a_supervisor_fills_workorders_from_the_finished_serials(make_conf
         assert await erp.all("/finished-serials") == []
         report = await erp.ok("GET", "/workorders/A1/cost-report")
         assert sorted(report["serials"]) == sorted([serials[0], serials[2]])
-        assert report["expected_labor_s"] == 2 * 510
+        assert report["expected_labor_s"] == 2 * (120 + 90)
 
         assert await _audit(erp, subject="A1") == [
             ("SerialsAssigned", "A1", "erp", "review", {}, {"ABC123": 2}),
@@ -240,7 +245,7 @@ async def test_overruns_flag_labor_that_runs_over_consistently_not_once(make_con
         for n in range(5):
             await erp.order(f"W{n}", {"ABC123": 1}, due=day(n + 1))
         job = await erp.job_of(await erp.schedule(), "ABC123")
-        # Every part: labor 600 + 150 + 400 elapsed against 510 expected; machining on time.
+        # Every part: labor 600 + 5 (to the departure) + 150 elapsed against 210 expected; machining on time.
         slow = Times(load=600, mill=900, wash=180, unload=150, inspect=400)
         serials = [s for _ in range(5) for s in await erp.shop.make(job, 1, times=slow)]
         for n, serial in enumerate(serials):
@@ -252,7 +257,7 @@ async def test_overruns_flag_labor_that_runs_over_consistently_not_once(make_con
         labor = found[("Labor", None)]
         assert labor["consistent"] is True
         assert labor["above_expected"] == 5
-        assert abs(labor["median_overrun"] - (1150 / 510 - 1)) < 1e-9
+        assert abs(labor["median_overrun"] - (755 / 210 - 1)) < 1e-9
         assert found[("Labor", "ABC123")]["consistent"] is True
         assert found[("Machining", None)]["consistent"] is False
         # Fewer workorders than asked for: never a finding.
@@ -285,7 +290,7 @@ async def test_order_updates_edit_unscheduled_and_book_the_extra_once_scheduled(
         # Down to 28 before the extra is scheduled: taken off the extra booking.
         down = await erp.ok("PATCH", "/orders/XYZ", json={"parts": {"ABC123": 28}})
         assert [(b["id"], b["parts"]) for b in down["bookings"]] == [("XYZ-extra", {"ABC123": 8})]
-        second = await erp.schedule(schedule_id="S-extra")
+        second = await erp.schedule(schedule_id="S-extra", due_before=day(20))
         assert second["bookings_scheduled"] == ["XYZ-extra"]
         assert {j["part"]: j["quantity"] for j in second["jobs"]} == {"ABC123": 8}
         # The cell made 20 + 8 for the one workorder of 28.
@@ -301,6 +306,68 @@ async def test_order_updates_edit_unscheduled_and_book_the_extra_once_scheduled(
             ("WorkorderEdited", "XYZ"),
             ("BookingEdited", "XYZ-extra"),
             ("WorkorderEdited", "XYZ"),
+        ]
+
+
+async def test_an_order_raised_after_its_workorder_filled_books_the_extra_and_fills_again(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Seed 001, "Update existing orders": once the booking is scheduled "the ERP creates a new booking
+    with the difference in quantity", and the workorder takes the new quantity, so that all the parts
+    "can all be filled into the single XYZ workorder": also when its first parts had filled it already.
+    """
+    async with erp_gateway(make_config, demo_toml(tmp_path, assign_at_unload=True)) as erp:
+        await erp.order("XYZ", {"ABC123": 2}, due=day(10))
+        job = await erp.job_of(await erp.schedule(), "ABC123")
+        first = await erp.shop.make(job, 2)
+        filled = await erp.ok("GET", "/workorders/XYZ")
+        assert (filled["filled"], filled["serials"]) == (True, {"ABC123": first})
+        assert (await erp.ok("GET", "/workorders/XYZ/cost-report"))["serials"] == first
+        # Another order comes in meanwhile; by then the finished units have left the writer's memory,
+        # so raising XYZ reads them back for their times.
+        await erp.order("LATER", {"DEF456": 1}, due=day(30))
+        assert not set(first) & set(erp.gateway.writer.model.book.units)
+
+        updated = await erp.ok("PATCH", "/orders/XYZ", json={"parts": {"ABC123": 3}, "reason": "customer +1"})
+        assert [(b["id"], b["parts"], b["scheduled"]) for b in updated["bookings"]] == [
+            ("XYZ-extra", {"ABC123": 1}, False)
+        ]
+        workorder = updated["workorder"]
+        assert (workorder["parts"], workorder["filled"], workorder["filled_at"]) == ({"ABC123": 3}, False, None)
+        assert (workorder["serials"], workorder["remaining"]) == ({"ABC123": first}, {"ABC123": 1})
+        assert (await erp.ok("GET", "/bookings/XYZ"))["parts"] == {"ABC123": 2}
+        assert [w["id"] for w in await erp.all("/workorders", filled="false", part="ABC123")] == ["XYZ"]
+        await erp.problem("GET", "/workorders/XYZ/cost-report", 409, "InvalidTransition")
+        assert (await erp.ok("GET", "/reports/overruns"))["workorders"] == 0
+        # Down again is refused: a filled-then-raised workorder is unfilled, but not below its serials.
+        await erp.problem("PATCH", "/orders/XYZ", 422, "InvalidArgument", json={"parts": {"ABC123": 1}})
+
+        second = await erp.schedule(schedule_id="S-extra", due_before=day(20))
+        assert second["bookings_scheduled"] == ["XYZ-extra"]
+        assert {j["part"]: j["quantity"] for j in second["jobs"]} == {"ABC123": 1}
+        (third,) = await erp.shop.make(await erp.job_of(second, "ABC123"), 1)
+
+        refilled = await erp.ok("GET", "/workorders/XYZ")
+        assert (refilled["filled"], refilled["serials"]) == (True, {"ABC123": [*first, third]})
+        assert _at(refilled["filled_at"]) == erp.clock.now()
+        report = await erp.ok("GET", "/workorders/XYZ/cost-report")
+        assert report["serials"] == [*first, third]
+        assert _at(report["filled_at"]) == erp.clock.now()
+        async with erp.gateway.engine.connect() as conn:
+            rows = {r.serial: R.unit_from(r) for r in await conn.execute(select(S.units))}
+        times = [unit_cost(s, rows[s].cost) for s in (*first, third)]  # what each serial finished with
+        assert report["elapsed_labor_s"] == sum(t.elapsed_labor_s or 0 for t in times) > 0
+        assert report["expected_labor_s"] == sum(t.expected_labor_s or 0 for t in times) > 0
+        assert report["elapsed_machining_s"] == sum(t.elapsed_machining_s or 0 for t in times) > 0
+        assert report["program_cycle_s"] == sum(t.program_cycle_s or 0 for t in times) > 0
+        assert (report["unknown"], report["by_part"]["ABC123"]["units"]) == ({}, 3)
+        assert (await erp.ok("GET", "/reports/overruns"))["workorders"] == 1
+
+        # Filled again, it still only goes up.
+        lowered = await erp.problem("PATCH", "/orders/XYZ", 409, "OrderFulfilled", json={"parts": {"ABC123": 2}})
+        assert "not lower it" in lowered["detail"]
+        assert [(a, s, before, after) for a, s, _, _, before, after in await _audit(erp, subject="XYZ")] == [
+            ("WorkorderEdited", "XYZ", {"ABC123": 2}, {"ABC123": 3})
         ]
 
 

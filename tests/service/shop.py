@@ -37,10 +37,11 @@ class Times:
 
 
 class Shop:
-    def __init__(self, writer: Writer, clock: ManualClock) -> None:
+    def __init__(self, writer: Writer, clock: ManualClock, *, first_event_id: int = 1) -> None:
+        """``first_event_id``: where the report EventIds count from (after a restart, past the last run's)."""
         self.writer = writer
         self.clock = clock
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_event_id)
 
     async def ok(self, command: Command, *, after: float = 0) -> Answer:
         if after:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from gateway.bootstrap import build_model
+from gateway.clock import ManualClock
 from gateway.config import CellConfig
-from gateway.errors import Reason
-from gateway.jobs.model import JobState
+from gateway.errors import Reason, Refused
+from gateway.jobs.commands import CreateJob, ReleaseJob
+from gateway.jobs.model import JobState, UnitStatus
 from gateway.orders.commands import (
     ORDER_COMMAND_TYPES,
     AssignSerials,
@@ -20,11 +24,26 @@ from gateway.orders.commands import (
     ReceiveOrder,
     RunSchedule,
     SetScheduledWithoutBooking,
+    UpdateOrder,
 )
+from gateway.orders.costs import unit_cost
+from gateway.service import erp
 from gateway.service.replay import command_from_log, replay
+from gateway.storage import rows as R
 from gateway.storage import schema as S
+from gateway.tracking.reports import (
+    CycleEnded,
+    CycleResult,
+    CycleStarted,
+    LoadCompleted,
+    PalletArrived,
+    PalletDeparted,
+    ScanIn,
+    ScanOut,
+    ScanResult,
+)
 from tests.conftest import DEMO_CONFIG
-from tests.service.harness import Cell, running_cell
+from tests.service.harness import T0, Cell, running_cell
 from tests.service.shop import Shop
 
 DUE = date(2026, 3, 10)
@@ -115,11 +134,146 @@ async def test_a_finished_unit_is_filled_at_unload_in_the_same_transaction(
             wo = (await conn.execute(select(S.workorders).where(S.workorders.c.workorder_id == "SOONER"))).one()
         assert (row.serial, row.workorder_id) == (serial, "SOONER")
         assert (wo.filled, wo.filled_at) == (True, finished_at)
-        assert (result.workorder_id, result.serials, result.expected_labor_s) == ("SOONER", 1, 510)
+        assert (result.workorder_id, result.serials, result.expected_labor_s) == ("SOONER", 1, 120 + 90)
+        assert result.expected_inspection_s == 300
         assert cell.writer.model.orders.workorder_of(serial) == "SOONER"
         # A serial filled at unload cannot be filled again by hand.
         refused = await cell.send(AssignSerials("A", (serial,)))
         assert refused.reason is Reason.DUPLICATE_SERIAL
+
+
+async def test_a_serial_is_filled_by_the_report_that_passes_the_last_step_of_its_routing(
+    make_config: Callable[..., CellConfig], tmp_path: Path
+) -> None:
+    """docs/erp.md, "Filling workorders": with filling at unload on, a serial goes into a workorder when
+    its unit finishes, i.e. in the same step as the report that passes the last step of its job's
+    routing, at that report's time. In the demo process (load, mill, wash, unload, inspect) that is the
+    passed inspection scan-out, not the unload; for a routing that ends with the unload, the unload."""
+    config = _config(
+        make_config, tmp_path, **{"assign_workorder_at_unload = false": "assign_workorder_at_unload = true"}
+    )
+    async with running_cell(config) as cell:
+        ids = (f"r{n}" for n in itertools.count(1))
+        orders, units = cell.writer.model.orders, cell.book.units
+        await cell.ok(ReceiveOrder("A", DUE, 1, {"ABC123": 2}))
+        inspected = (await cell.ok(CreateJob("ABC123", "A", 1))).outputs["JobId"]
+        unloaded = (await cell.ok(CreateJob("ABC123", "A", 1, operations=("OP10", "OP20", "OP30", "OP40")))).outputs[
+            "JobId"
+        ]
+        for job in (inspected, unloaded):
+            await cell.ok(ReleaseJob(job))
+
+        async def up_to_the_unload(job: str) -> str:
+            await cell.ok(PalletArrived("L1", next(ids), None, "P1"))
+            (serial,) = (await cell.ok(LoadCompleted("L1", next(ids), None, "P1", job, 1), after=120)).outputs[
+                "Serials"
+            ]
+            await cell.ok(PalletDeparted("L1", next(ids), None, "P1"))
+            for station, program in (("M1", "PRG-MILL-100"), ("W1", "PRG-WASH-1")):
+                await cell.ok(PalletArrived(station, next(ids), None, "P1"), after=30)
+                await cell.ok(CycleStarted(station, next(ids), None, "P1", program))
+                await cell.ok(CycleEnded(station, next(ids), None, "P1", program, CycleResult.OK), after=600)
+                await cell.ok(PalletDeparted(station, next(ids), None, "P1"))
+            await cell.ok(PalletArrived("L1", next(ids), None, "P1"), after=30)
+            assert orders.workorder_of(serial) is None
+            return serial
+
+        # Load, mill, wash, unload, inspect: the unload leaves it waiting for the inspection.
+        first = await up_to_the_unload(inspected)
+        await cell.ok(LoadCompleted("L1", next(ids), None, "P1", "", 0), after=90)
+        await cell.ok(PalletDeparted("L1", next(ids), None, "P1"))
+        assert units[first].status is UnitStatus.WAITING
+        assert orders.workorder_of(first) is None
+        await cell.ok(ScanIn("C1", next(ids), None, first), after=60)
+        await cell.ok(ScanOut("C1", next(ids), None, first, ScanResult.FAIL), after=300)
+        assert orders.workorder_of(first) is None  # a failed inspection finishes nothing
+        await cell.ok(ScanIn("C1", next(ids), None, first), after=60)
+        passed_at = cell.clock.now() + timedelta(seconds=290)  # the scan station's own clock
+        await cell.ok(ScanOut("C1", next(ids), passed_at, first, ScanResult.PASS), after=300)
+        assert units[first].status is UnitStatus.FINISHED
+        assert orders.workorder_of(first) == "A"
+        assert orders.workorder("A").serials == {"ABC123": (first,)}
+
+        # A routing that ends with the unload: the unload finishes the unit and fills the workorder.
+        second = await up_to_the_unload(unloaded)
+        await cell.ok(LoadCompleted("L1", next(ids), None, "P1", "", 0), after=90)
+        unloaded_at = cell.clock.now()
+        assert units[second].status is UnitStatus.FINISHED
+        workorder = orders.workorder("A")
+        assert workorder.serials == {"ABC123": (first, second)}
+        assert (workorder.filled, workorder.filled_at) == (True, unloaded_at)
+        async with cell.writer.store.engine.connect() as conn:
+            stored = (await conn.execute(select(S.workorders))).one()
+        assert (stored.filled, stored.filled_at) == (True, unloaded_at)
+
+
+async def test_a_workorder_raised_after_it_filled_fills_again_across_a_restart(
+    make_config: Callable[..., CellConfig], tmp_path: Path
+) -> None:
+    """Seed 001's order update on a filled workorder, stored: it is saved unfilled, its old cost report
+    is no longer answered, and after a restart it fills again with a report over every serial."""
+    config = _config(
+        make_config, tmp_path, **{"assign_workorder_at_unload = false": "assign_workorder_at_unload = true"}
+    )
+    async with running_cell(config) as cell:
+        await cell.ok(ReceiveOrder("A", DUE, 1, {"ABC123": 1}))
+        job = (await cell.ok(RunSchedule(PLENTY))).outputs["Jobs"]["ABC123"]
+        (first,) = await Shop(cell.writer, cell.clock).make(job, 1)
+        assert cell.writer.model.orders.workorder("A").filled
+        answer = await cell.ok(UpdateOrder("A", {"ABC123": 2}, "customer +1"))
+        assert answer.outputs == {"Bookings": ["A-extra"]}
+        async with cell.writer.store.engine.connect() as conn:
+            stored = (await conn.execute(select(S.workorders))).one()
+            assert (stored.filled, stored.filled_at) == (False, None)
+            with pytest.raises(Refused) as refused:
+                await erp.cost_report(conn, "A")
+            assert refused.value.reason is Reason.INVALID_TRANSITION
+
+    async with running_cell(config, ManualClock(T0 + timedelta(days=1))) as cell:
+        restored = cell.writer.model.orders.workorder("A")
+        assert (restored.filled, restored.serials) == (False, {"ABC123": (first,)})
+        job = (await cell.ok(RunSchedule(PLENTY))).outputs["Jobs"]["ABC123"]
+        (second,) = await Shop(cell.writer, cell.clock, first_event_id=1000).make(job, 1)
+        async with cell.writer.store.engine.connect() as conn:
+            report = await erp.cost_report(conn, "A")
+            stored = (await conn.execute(select(S.workorders))).one()
+            units = {r.serial: R.unit_from(r) for r in await conn.execute(select(S.units))}
+        assert (stored.filled, stored.filled_at) == (True, cell.clock.now())
+        assert report["serials"] == [first, second]
+        times = [unit_cost(s, units[s].cost) for s in (first, second)]
+        assert report["expected_labor_s"] == sum(t.expected_labor_s or 0 for t in times) > 0
+        assert report["program_cycle_s"] == sum(t.program_cycle_s or 0 for t in times) > 0
+        assert report["unknown"] == {}
+
+
+async def test_a_scheduled_job_plans_no_extras_its_yield_buffer_is_only_a_ceiling(demo_config: CellConfig) -> None:
+    """Seed 002: "Operators often build 'extras' to cover potential fallout. This is unauthorized
+    inventory." and "Max_Qty = Ordered_Qty + Yield_Buffer (e.g. 2%)". A job of the daily schedule gets
+    the cell's buffer as the cap of what an operator may start deliberately; the gateway itself offers
+    only the ordered quantity."""
+    async with running_cell(demo_config) as cell:
+        ids = (f"b{n}" for n in itertools.count(1))
+        await cell.ok(ReceiveOrder("A", DUE, 1, {"ABC123": 3}))
+        job_id = (await cell.ok(RunSchedule(PLENTY))).outputs["Jobs"]["ABC123"]
+        job = cell.book.jobs[job_id]
+        assert job.yield_buffer_percent == demo_config.cell.default_yield_buffer_percent == 2.0
+        assert (job.quantity, job.max_quantity) == (3, 4)
+
+        offered: list[int] = []
+        for pallet in ("P1", "P2", "P3"):
+            await cell.ok(PalletArrived("L1", next(ids), None, pallet))
+            load = cell.tracker.load_instruction("L1")["load"]
+            offered.append(0 if load is None else load["quantity"])
+            if load is not None:
+                await cell.ok(LoadCompleted("L1", next(ids), None, pallet, job_id, load["quantity"]), after=60)
+            else:  # the operator builds one more on purpose: within the cap
+                await cell.ok(LoadCompleted("L1", next(ids), None, pallet, job_id, 1), after=60)
+            await cell.ok(PalletDeparted("L1", next(ids), None, pallet))
+        assert offered == [2, 1, 0]
+        assert job.started == 4
+        await cell.ok(PalletArrived("L1", next(ids), None, "P4"))
+        refused = await cell.send(LoadCompleted("L1", next(ids), None, "P4", job_id, 1))
+        assert refused.reason is Reason.ORDER_FULFILLED
 
 
 async def test_back_out_closes_the_job_and_books_the_rest_together(demo_config: CellConfig) -> None:

@@ -180,13 +180,27 @@ def test_update_refusals_change_nothing() -> None:
         assert snapshot(book) == before
 
 
-def test_update_of_a_filled_workorder_is_refused_and_changes_nothing() -> None:
+def test_an_update_never_lowers_a_filled_workorder_and_a_refusal_changes_nothing() -> None:
     book = OrderBook()
-    book.receive_order("XYZ", DUE, 1, {"ABC123": 1})
-    assert book.assign_serial("s1", "ABC123", AT) == "XYZ"
+    book.receive_order("XYZ", DUE, 1, {"ABC123": 2, "DEF456": 1})
+    for serial, part in (("a1", "ABC123"), ("a2", "ABC123"), ("d1", "DEF456")):
+        assert book.assign_serial(serial, part, AT) == "XYZ"
+    assert book.workorder("XYZ").filled
     before = snapshot(book)
+    for parts in (
+        {"ABC123": 1, "DEF456": 1},  # below the serials it holds
+        {"ABC123": 5},  # up for one part, but drops another
+        {"ABC123": 1, "DEF456": 4},  # up for one part, down for another
+    ):
+        with pytest.raises(Refused) as refused:
+            book.update_order("XYZ", parts, AT, "erp")
+        assert refused.value.reason is Reason.ORDER_FULFILLED
+        assert "may raise a filled workorder" in refused.value.message
+        assert "not lower it" in refused.value.message
+        assert snapshot(book) == before
+    # A fix-up of a filled workorder stays refused; only the order update raises one.
     with pytest.raises(Refused) as refused:
-        book.update_order("XYZ", {"ABC123": 5}, AT, "erp")
+        book.edit_workorder("XYZ", "ABC123", 3, at=AT, actor="sup", reason="count")
     assert refused.value.reason is Reason.ORDER_FULFILLED
     assert snapshot(book) == before
 

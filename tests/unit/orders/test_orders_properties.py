@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import Refused
 from gateway.orders import OrderBook, make_schedule
+from gateway.orders.costs import UnitCost
 
 T = TypeVar("T")
 
@@ -22,6 +23,11 @@ START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 TODAY = date(2026, 1, 5)
 
 part_quantities = st.dictionaries(st.sampled_from(PARTS), st.integers(1, 25), min_size=1, max_size=3)
+
+
+def cost(serial: str) -> UnitCost:
+    """Every finished serial's times, as the cell would have measured them."""
+    return UnitCost(serial, 10.0, 9.0, 50.0, 45.0)
 
 
 class OrderDays(RuleBasedStateMachine):
@@ -66,6 +72,12 @@ class OrderDays(RuleBasedStateMachine):
             assert after == before
             return None
 
+    def take_costs_again(self, order_id: str) -> None:
+        """As the UpdateOrder handler does after an update: a workorder it raised out of filled takes its
+        serials' times again from their units."""
+        workorder = self.book.workorder(order_id)
+        self.book.keep_costs(order_id, {s: cost(s) for s in workorder.all_serials})
+
     # ---------------------------------------------------------------- rules
 
     @rule(days=st.integers(0, 20), priority=st.integers(0, 3), parts=part_quantities)
@@ -78,7 +90,8 @@ class OrderDays(RuleBasedStateMachine):
     @rule(data=st.data(), parts=part_quantities)
     def update(self, data: st.DataObject, parts: dict[str, int]) -> None:
         order_id = data.draw(st.sampled_from(self.orders))
-        self.attempt(lambda: self.book.update_order(order_id, parts, self.tick(), "erp"))
+        if self.attempt(lambda: self.book.update_order(order_id, parts, self.tick(), "erp")) is not None:
+            self.take_costs_again(order_id)
 
     @precondition(lambda self: bool(self.book.unscheduled_bookings()))
     @rule(data=st.data(), part=st.sampled_from(PARTS), qty=st.integers(0, 25))
@@ -144,7 +157,7 @@ class OrderDays(RuleBasedStateMachine):
     def unload(self, data: st.DataObject) -> None:
         index = data.draw(st.integers(0, len(self.finished) - 1))
         serial, part = self.finished[index]
-        if self.book.assign_serial(serial, part, self.tick()) is not None:
+        if self.book.assign_serial(serial, part, self.tick(), cost(serial)) is not None:
             del self.finished[index]
 
     @precondition(lambda self: bool(self.finished))
@@ -152,7 +165,7 @@ class OrderDays(RuleBasedStateMachine):
     def unload_the_day(self) -> None:
         left: list[tuple[str, str]] = []
         for serial, part in self.finished:
-            if self.book.assign_serial(serial, part, self.tick()) is None:
+            if self.book.assign_serial(serial, part, self.tick(), cost(serial)) is None:
                 left.append((serial, part))
         self.finished = left
 
@@ -161,7 +174,10 @@ class OrderDays(RuleBasedStateMachine):
     def bulk(self, data: st.DataObject) -> None:
         workorder = data.draw(st.sampled_from(self.book.unfilled_workorders()))
         chosen = data.draw(st.lists(st.sampled_from(self.finished), max_size=4, unique=True))
-        if self.attempt(lambda: self.book.assign_serials_bulk(workorder.id, chosen, at=self.tick(), actor="sup")):
+        costs = {serial: cost(serial) for serial, _ in chosen}
+        if self.attempt(
+            lambda: self.book.assign_serials_bulk(workorder.id, chosen, at=self.tick(), actor="sup", costs=costs)
+        ):
             self.finished = [pair for pair in self.finished if pair not in chosen]
 
     @precondition(lambda self: bool(self.finished))
@@ -179,6 +195,21 @@ class OrderDays(RuleBasedStateMachine):
             return
         order_id = data.draw(st.sampled_from(self.orders))
         self.attempt(lambda: self.book.mark_filled(order_id, self.tick(), actor="sup"))
+
+    @precondition(lambda self: any(w.filled for w in self.book.workorders))
+    @rule(data=st.data(), more=st.integers(1, 5))
+    def raise_a_filled_order(self, data: st.DataObject, more: int) -> None:
+        """Seed 001: an order raised after its workorder filled books the difference and fills again."""
+        workorder = data.draw(st.sampled_from([w for w in self.book.workorders if w.filled]))
+        part = data.draw(st.sampled_from(sorted(workorder.parts)))
+        parts = {**workorder.parts, part: workorder.parts[part] + more}
+        if self.attempt(lambda: self.book.update_order(workorder.id, parts, self.tick(), "erp")) is None:
+            return  # its booking was fixed up to nothing and removed: the order is gone
+        raised = self.book.workorder(workorder.id)
+        assert (raised.filled, raised.filled_at, raised.report) == (False, None, None)
+        assert raised.serials == workorder.serials
+        assert raised.remaining(part) >= more
+        self.take_costs_again(workorder.id)
 
     # ---------------------------------------------------------------- invariants
 
@@ -207,6 +238,18 @@ class OrderDays(RuleBasedStateMachine):
                     assert self.book.workorder_of(serial) == workorder.id
             assert workorder.filled == (workorder.filled_at is not None)
         assert not seen & {serial for serial, _ in self.finished}
+
+    @invariant()
+    def a_cost_report_covers_every_serial_of_a_filled_workorder(self) -> None:
+        for workorder in self.book.workorders:
+            if workorder.filled:
+                assert workorder.report is not None
+                assert workorder.report.serials == workorder.all_serials
+                assert workorder.report.expected_labor_s == 9.0 * len(workorder.all_serials)
+                assert workorder.costs == {}
+            else:
+                assert workorder.report is None
+                assert set(workorder.costs) == set(workorder.all_serials)
 
 
 TestOrderDays = OrderDays.TestCase

@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import Reason, Refused
 from gateway.orders import AuditAction, OrderBook, make_schedule
+from gateway.orders.costs import UnitCost
 
 AT = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 LATER = AT + timedelta(hours=3)
@@ -195,3 +196,92 @@ def test_rush_order_is_filled_from_stock_and_a_later_job_fills_the_original() ->
     assert xyz.assigned("ABC123") == 20
     assert xyz.filled_at == LATER
     assert len(book.audit) == audited
+
+
+# ------------------------------------------------------------------------ order raised after filling
+def _cost(serial: str) -> UnitCost:
+    """A finished serial's times: labor 100 s elapsed against 90 s expected, machining 500 s on time."""
+    return UnitCost(serial, 100.0, 90.0, 500.0, 500.0)
+
+
+def test_an_order_raised_after_its_workorder_filled_books_the_difference_and_fills_again() -> None:
+    """Seed 001, "Update existing orders": "If the XYZ booking has been scheduled already, [...] the ERP
+    creates a new booking with the difference in quantity", and "the ERP can update the XYZ workorder to
+    the new quantity of 30 ABC123 parts irrespective of changes to the bookings. Thus the 30 parts
+    produced by the combination of the XYZ and XYZ-extra bookings can all be filled into the single XYZ
+    workorder." That holds too when the first parts had already filled the workorder.
+    """
+    book = OrderBook()
+    book.receive_order("XYZ", date(2026, 1, 26), 1, {"ABC123": 2})
+    assert schedule_all(book, "S1") == {"ABC123": 2}
+    for serial in ("s1", "s2"):
+        assert book.assign_serial(serial, "ABC123", AT, _cost(serial)) == "XYZ"
+    filled = book.workorder("XYZ")
+    assert filled.filled
+    assert filled.report is not None
+    assert filled.costs == {}  # let go once the report is taken
+
+    written = book.update_order("XYZ", {"ABC123": 3}, LATER, "erp", "customer +1")
+
+    assert [(b.id, dict(b.parts), b.scheduled) for b in written] == [("XYZ-extra", {"ABC123": 1}, False)]
+    assert dict(book.booking("XYZ").parts) == {"ABC123": 2}  # the scheduled booking stays as it was
+    reopened = book.workorder("XYZ")
+    assert dict(reopened.parts) == {"ABC123": 3}
+    assert (reopened.filled, reopened.filled_at, reopened.report) == (False, None, None)
+    assert reopened.serials == {"ABC123": ("s1", "s2")}
+    assert reopened.remaining("ABC123") == 1
+    assert [w.id for w in book.unfilled_workorders("ABC123")] == ["XYZ"]
+    entry = book.audit[-1]
+    assert (entry.action, entry.subject, dict(entry.before), dict(entry.after)) == (
+        AuditAction.WORKORDER_EDITED,
+        "XYZ",
+        {"ABC123": 2},
+        {"ABC123": 3},
+    )
+
+    # The serials' times come back from their units; the XYZ-extra part fills it again.
+    book.keep_costs("XYZ", {s: _cost(s) for s in ("s1", "s2", "not-in-xyz")})
+    assert set(book.workorder("XYZ").costs) == {"s1", "s2"}
+    assert schedule_all(book, "S2") == {"ABC123": 1}
+    refill_at = LATER + timedelta(hours=1)
+    assert book.assign_serial("s3", "ABC123", refill_at, _cost("s3")) == "XYZ"
+    refilled = book.workorder("XYZ")
+    assert (refilled.filled, refilled.filled_at) == (True, refill_at)
+    assert refilled.report is not None
+    assert refilled.report.serials == ("s1", "s2", "s3")
+    assert refilled.report.filled_at == refill_at
+    assert (refilled.report.expected_labor_s, refilled.report.program_cycle_s) == (270.0, 1500.0)
+    assert refilled.report.unknown == {}
+
+
+def test_an_order_raised_before_its_workorder_filled_keeps_it_filling() -> None:
+    """The control case of the seed's order update: the workorder is not filled yet, so it simply takes
+    the new quantity and keeps the serials (and their times) it holds."""
+    book = OrderBook()
+    book.receive_order("XYZ", date(2026, 1, 26), 1, {"ABC123": 2})
+    schedule_all(book, "S1")
+    book.assign_serial("s1", "ABC123", AT, _cost("s1"))
+
+    written = book.update_order("XYZ", {"ABC123": 3}, LATER, "erp")
+
+    assert [(b.id, dict(b.parts)) for b in written] == [("XYZ-extra", {"ABC123": 1})]
+    workorder = book.workorder("XYZ")
+    assert (dict(workorder.parts), workorder.filled, workorder.serials) == ({"ABC123": 3}, False, {"ABC123": ("s1",)})
+    assert set(workorder.costs) == {"s1"}
+    assert workorder.remaining("ABC123") == 2
+
+
+def test_keep_costs_leaves_a_filled_workorder_and_known_times_alone() -> None:
+    book = OrderBook()
+    book.receive_order("XYZ", date(2026, 1, 26), 1, {"ABC123": 2})
+    book.assign_serial("s1", "ABC123", AT, _cost("s1"))
+    other = UnitCost("s1", 1.0, 1.0, 1.0, 1.0)
+    book.keep_costs("XYZ", {"s1": other})
+    assert book.workorder("XYZ").costs["s1"] == _cost("s1")
+    book.assign_serial("s2", "ABC123", AT, _cost("s2"))
+    filled = book.workorder("XYZ")
+    book.keep_costs("XYZ", {"s1": other})
+    assert book.workorder("XYZ").costs == filled.costs == {}
+    assert book.drain().workorders == frozenset({"XYZ"})
+    book.keep_costs("XYZ", {"s1": other})
+    assert not book.drain()  # times are not stored: nothing to save

@@ -634,3 +634,61 @@ async def test_orders_survive_a_restart_exactly(make_config: MakeConfig, tmp_pat
         again = {"part": "ABC123", "due": day(1), "reason": "drop"}
         assert (await erp.ok("POST", "/replacement-bookings", 201, json=again))["id"] == "ABC123-repl-3"
         assert (await erp.schedule())["id"] == "S-2026-03-02-2"
+
+
+async def test_a_cost_report_sums_what_was_measured_and_counts_what_was_not(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Seed 001: elapsed labor "is the amount of time a pallet spends at the load station", elapsed
+    machining "the amount of time a pallet spends at the machine". A pallet whose arrival at the mill
+    was never reported has no measurable machining time: the report counts it unknown and still sums
+    the part's measured labor, wash and inspection (control: a part whose every move was reported)."""
+    from gateway.tracking.reports import (
+        CycleEnded,
+        CycleResult,
+        CycleStarted,
+        LoadCompleted,
+        PalletArrived,
+        PalletDeparted,
+        ScanIn,
+        ScanOut,
+        ScanResult,
+    )
+
+    async with erp_gateway(make_config, demo_toml(tmp_path, assign_at_unload=True)) as erp:
+        await erp.order("FIRST", {"ABC123": 1}, due=day(1))
+        await erp.order("SECOND", {"ABC123": 1}, due=day(2))
+        job = await erp.job_of(await erp.schedule(), "ABC123")
+        (control,) = await erp.shop.make(job, 1)  # fills FIRST, every move reported
+        shop, ids = erp.shop, iter(range(10_000, 10_100))
+
+        def eid() -> str:
+            return f"x-{next(ids)}"
+
+        await shop.ok(PalletArrived("L1", eid(), None, "P2"))
+        (serial,) = (await shop.ok(LoadCompleted("L1", eid(), None, "P2", job, 1), after=150)).outputs["Serials"]
+        await shop.ok(PalletDeparted("L1", eid(), None, "P2"), after=5)
+        # no PalletArrived at M1: the cycle start places the pallet there, its arrival time unknown
+        await shop.ok(CycleStarted("M1", eid(), None, "P2", "PRG-MILL-100"), after=30)
+        await shop.ok(CycleEnded("M1", eid(), None, "P2", "PRG-MILL-100", CycleResult.OK), after=950)
+        await shop.ok(PalletDeparted("M1", eid(), None, "P2"))
+        await shop.ok(PalletArrived("W1", eid(), None, "P2"), after=30)
+        await shop.ok(CycleStarted("W1", eid(), None, "P2", "PRG-WASH-1"))
+        await shop.ok(CycleEnded("W1", eid(), None, "P2", "PRG-WASH-1", CycleResult.OK), after=200)
+        await shop.ok(PalletDeparted("W1", eid(), None, "P2"))
+        await shop.ok(PalletArrived("L1", eid(), None, "P2"), after=60)
+        await shop.ok(LoadCompleted("L1", eid(), None, "P2", "", 0), after=100)
+        await shop.ok(ScanIn("C1", eid(), None, serial), after=10)
+        await shop.ok(ScanOut("C1", eid(), None, serial, ScanResult.PASS), after=280)
+
+        first = await erp.ok("GET", "/workorders/FIRST/cost-report")
+        assert first["serials"] == [control]
+        assert (first["elapsed_labor_s"], first["elapsed_machining_s"], first["unknown"]) == (255, 950, {})
+        second = await erp.ok("GET", "/workorders/SECOND/cost-report")
+        assert second["serials"] == [serial]
+        assert second["unknown"] == {"ElapsedMachining": 1}
+        assert second["elapsed_machining_s"] == 0  # nothing of it could be measured
+        assert second["program_cycle_s"] == 900  # the plan is known
+        assert (second["elapsed_labor_s"], second["expected_labor_s"]) == (150 + 5 + 100, 120 + 90)
+        assert (second["elapsed_wash_s"], second["elapsed_inspection_s"]) == (200, 280)
+        assert second["by_part"]["ABC123"]["unknown"] == {"ElapsedMachining": 1}

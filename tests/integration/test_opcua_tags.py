@@ -66,8 +66,10 @@ async def test_tag_edges_become_reports_and_repeats_or_missed_edges_are_reconcil
         await write(plc, "M1", CycleActive=False)  # true -> false: CycleEnded ok
         await cell.wait_for("Cell/Stations/M1/State", "occupied")
         assert book.units["T-1"].next_step == 2  # OP20 passed
-        assert book.units["T-1"].cost.elapsed_machine == 500.0
-        await write(plc, "M1", PalletPresent="")
+        session.clock.advance(20)
+        await write(plc, "M1", PalletPresent="")  # the departure: the pallet's time at the machine counts
+        await cell.wait_for("Cell/Stations/M1/State", "idle")
+        assert book.units["T-1"].cost.elapsed_machine == 500.0 + 20.0
 
         # A PLC that never wrote "" between two pallets: the first is taken as departed.
         await write(plc, "M2", PalletPresent="P2")

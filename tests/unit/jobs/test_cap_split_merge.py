@@ -348,3 +348,26 @@ def test_a_split_by_quantity_moves_unstarted_units_to_a_released_child() -> None
     assert held.state is JobState.HOLD
     book.resume(held.id, "quality", at(8))
     assert held.state is JobState.RELEASED
+
+
+def test_a_merge_that_would_break_the_targets_cap_is_refused() -> None:
+    """Seed 002: "Max_Qty = Ordered_Qty + Yield_Buffer"; once started - scrapped reaches it, no more
+    starts ("Order Fulfilled"). A source that used its own buffer cannot carry its extras into a target
+    whose cap has no room for them; a merge within the cap goes through (control)."""
+    book = make_book()
+    released_job(book, "T", quantity=2, buffer=0.0)
+    released_job(book, "S", quantity=2, buffer=50.0)  # max 3
+    start(book, "T", "T1")
+    for n in range(1, 4):
+        start(book, "S", f"S{n}")  # its buffer used: 3 started of 2 ordered
+        pass_step(book, f"S{n}", at(5))  # loaded: waiting for the mill
+    book.merge("T", "S", "engineer", at(10))  # 4 ordered, cap 4 with T's 0 %: 1 + 3 started fit
+    assert (book.job("T").quantity, book.job("T").max_quantity, book.job("T").started) == (4, 4, 4)
+
+    released_job(book, "V", quantity=1, buffer=0.0)  # max 1
+    released_job(book, "U", quantity=1, buffer=100.0)  # max 2
+    start(book, "V", "V1")
+    start(book, "U", "U1")
+    start(book, "U", "U2")
+    error = refused(book, Reason.ORDER_FULFILLED, book.merge, "V", "U", "engineer", at(20))
+    assert "3 started units under a cap of 2" in error.message

@@ -53,6 +53,7 @@ def live_status(view: CellView, now: datetime) -> dict[str, Any]:
                 "scrapped": job.scrapped,
                 "finished": job.finished,
                 "wip": job.wip,
+                "target_reached": job.target_reached,
                 "wip_by_step": [{"operation": s.operation, "wip": s.wip} for s in job.wip_by_step],
             }
         )

@@ -107,6 +107,7 @@ async def test_api_status_shows_the_cell_from_memory(make_config: Callable[..., 
     }
     jobs = {j["job"]: j for j in data["jobs"]}
     assert (jobs["J-300"]["started"], jobs["J-300"]["finished"], jobs["J-300"]["wip"]) == (2, 1, 1)
+    assert (jobs["J-300"]["quantity"], jobs["J-300"]["target_reached"]) == (2, False)  # 1 of 2 finished
     assert [s for s in jobs["J-300"]["wip_by_step"] if s["wip"]] == [{"operation": "OP40", "wip": 1}]
     assert [r["result"] for r in data["refusals"]] == ["OrderFulfilled", "WrongProgram", "JobOnHold"]
     assert data["counter"] == gateway.writer.counter

@@ -599,45 +599,27 @@ class JobBook:
             offset = min(u.next_step for u in units)
             routing = job.routing[offset:]
             positions = [u.next_step - offset for u in units]
-        child_id = f"{job.id}-R{job.children + 1}"
-        if child_id in self.jobs:
-            raise Refused(Reason.DUPLICATE_ID, f"job {child_id} exists already")
+        child_id = self._free_child_id(job)
         count = len(units)
-        job.children += 1
-        child = Job(
-            id=child_id,
-            part=job.part,
-            revision=job.revision,
-            quantity=count,
-            yield_buffer_percent=0.0,
-            due=job.due,
-            priority=job.priority,
-            pallets=job.pallets,
-            routing=routing,
-            source=RoutingSource(RoutingSourceKind.CUSTOM),
-            created_at=at,
-            parent_id=job.id,
-            started=count,
-            released_at=at,
-        )
-        self.jobs[child_id] = child
         reached = job.target_reached
+        child = self._add_child(
+            job,
+            child_id,
+            count,
+            routing,
+            RoutingSource(RoutingSourceKind.CUSTOM),
+            f"split from {job.id}: {count} unit(s)",
+            actor,
+            at,
+        )
         job.quantity = max(0, job.quantity - count)
         job.started -= count
-        self.dirty.jobs.update((job.id, child_id))
         for unit, position in zip(units, positions, strict=True):
             unit.job_id = child_id
             unit.next_step = position
             unit.failed_attempts = 0
             self.dirty.units.add(unit.serial)
         self._move_units([u.serial for u in units], job.id, child_id)
-        why = f"split from {job.id}: {count} unit(s)"
-        if job.state is JobState.HOLD:
-            # A hold blocks all movement until it is released: the units stay held in their new job.
-            child.held_from = JobState.RUNNING
-            self._transition(child, JobState.HOLD, f"{why}, which is on hold", actor, at, new=True)
-        else:
-            self._transition(child, JobState.RUNNING, why, actor, at, new=True)
         self.events.append(UnitsMoved(tuple(serials), job.id, child_id, at))
         self._target_check(job, reached, at)
         return child
@@ -655,36 +637,62 @@ class JobBook:
                 f"job {job.id} has {job.unstarted} ordered unit(s) not started; {quantity} cannot be split off",
             )
         routing = self.layout.resolve(operations) if operations else job.routing
+        child_id = self._free_child_id(job)
+        reached = job.target_reached
+        source = job.source if not operations else RoutingSource(RoutingSourceKind.CUSTOM)
+        why = f"split from {job.id}: {quantity} unit(s) not started"
+        child = self._add_child(job, child_id, 0, routing, source, why, actor, at, quantity=quantity)
+        job.quantity -= quantity
+        self._target_check(job, reached, at)
+        return child
+
+    def _free_child_id(self, job: Job) -> str:
         child_id = f"{job.id}-R{job.children + 1}"
         if child_id in self.jobs:
             raise Refused(Reason.DUPLICATE_ID, f"job {child_id} exists already")
-        job.children += 1
+        return child_id
+
+    def _add_child(
+        self,
+        parent: Job,
+        child_id: str,
+        started: int,
+        routing: Routing,
+        source: RoutingSource,
+        why: str,
+        actor: str,
+        at: datetime,
+        *,
+        quantity: int | None = None,
+    ) -> Job:
+        """A child job of ``parent`` (no buffer: extras are never planned), Running with the ``started``
+        units about to move to it, else Released. A hold blocks all movement until it is released: the
+        child of a held job is held, and resumes to the state it would have had."""
+        parent.children += 1
         child = Job(
             id=child_id,
-            part=job.part,
-            revision=job.revision,
-            quantity=quantity,
+            part=parent.part,
+            revision=parent.revision,
+            quantity=started if quantity is None else quantity,
             yield_buffer_percent=0.0,
-            due=job.due,
-            priority=job.priority,
-            pallets=job.pallets,
+            due=parent.due,
+            priority=parent.priority,
+            pallets=parent.pallets,
             routing=routing,
-            source=job.source if not operations else RoutingSource(RoutingSourceKind.CUSTOM),
+            source=source,
             created_at=at,
-            parent_id=job.id,
+            parent_id=parent.id,
+            started=started,
             released_at=at,
         )
         self.jobs[child_id] = child
-        reached = job.target_reached
-        job.quantity -= quantity
-        self.dirty.jobs.update((job.id, child_id))
-        why = f"split from {job.id}: {quantity} unit(s) not started"
-        if job.state is JobState.HOLD:
-            child.held_from = JobState.RELEASED
+        self.dirty.jobs.update((parent.id, child_id))
+        state = JobState.RUNNING if started else JobState.RELEASED
+        if parent.state is JobState.HOLD:
+            child.held_from = state
             self._transition(child, JobState.HOLD, f"{why}, which is on hold", actor, at, new=True)
         else:
-            self._transition(child, JobState.RELEASED, why, actor, at, new=True)
-        self._target_check(job, reached, at)
+            self._transition(child, state, why, actor, at, new=True)
         return child
 
     def merge(self, target_id: str, source_id: str, actor: str, at: datetime) -> Job:

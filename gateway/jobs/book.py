@@ -525,11 +525,10 @@ class JobBook:
     def close(self, job_id: str, reason: str, actor: str, at: datetime) -> Variance:
         """Technical completion or short-close: frees the unstarted quantity, reports the variance.
 
-        Units still in WIP stay tracked: what they do is recorded as facts, but nothing new starts.
+        Nothing new starts in a Closed job; its units still in WIP may finish their routing. So a job
+        on hold with units in WIP is not closed (:meth:`check_close`): that would release them.
         """
-        job = self.job(job_id)
-        if job.state is JobState.CLOSED:
-            raise Refused(Reason.JOB_CLOSED, f"job {job_id} is closed already")
+        job = self.check_close(job_id)
         variance = Variance(
             job_id=job.id,
             ordered=job.quantity,
@@ -543,6 +542,19 @@ class JobBook:
         job.closed_at = at
         self._transition(job, JobState.CLOSED, reason or "closed", actor, at)
         return variance
+
+    def check_close(self, job_id: str) -> Job:
+        """May the job be closed (or backed out)? Changes nothing."""
+        job = self.job(job_id)
+        if job.state is JobState.CLOSED:
+            raise Refused(Reason.JOB_CLOSED, f"job {job_id} is closed already")
+        if job.state is JobState.HOLD and job.wip:
+            raise Refused(
+                Reason.JOB_ON_HOLD,
+                f"job {job_id} is on hold with {job.wip} unit(s) in WIP: closing it would let them move on; "
+                "resume it (or scrap them) first, so the hold is released formally",
+            )
+        return job
 
     def _transition(self, job: Job, to: JobState, reason: str, actor: str, at: datetime, *, new: bool = False) -> None:
         """Move a job to ``to`` and record it; ``new`` for a job that did not exist before."""

@@ -331,6 +331,7 @@ def _back_out(orders: OrderBook, jobs: JobBook, command: BackOutJob, at: datetim
     job = jobs.job(command.job_id)
     if job.state is JobState.CLOSED:
         raise Refused(Reason.JOB_CLOSED, f"job {job.id} is closed already; there is nothing left to back out")
+    jobs.check_close(job.id)  # e.g. on hold with units in WIP: refused before the order side changes
     _check_text(command.reason, "reason")
     _check_text(actor, "actor")
     # What the job still owed: the same "freed" quantity Close reports (scrapped units are owed again).

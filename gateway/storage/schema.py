@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 from gateway.storage.types import UtcDateTime
@@ -174,8 +175,8 @@ Index("ix_units_job_id", units.c.job_id)
 Index(
     "ix_units_audit_flagged",
     units.c.serial,
-    sqlite_where=units.c.audit_flagged.is_(True),
-    postgresql_where=units.c.audit_flagged.is_(True),
+    sqlite_where=units.c.audit_flagged == true(),
+    postgresql_where=units.c.audit_flagged == true(),
 )
 Index("ix_units_status", units.c.status)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Table, TextualSelect, and_, func, or_, select, text
+from sqlalchemy import Connection, Table, TextualSelect, and_, func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.jobs.book import job_number
@@ -56,6 +56,9 @@ class LoggedAnswer:
 
 _OPEN_STATES = tuple(s.value for s in JobState if s is not JobState.CLOSED)
 _LIVE_STATUSES = (UnitStatus.WAITING.value, UnitStatus.IN_STEP.value)
+# The units under an open Lost Audit: the same predicate as the partial index ix_units_audit_flagged,
+# so the database finds the few through it.
+AUDITED_UNITS = select(S.units).where(S.units.c.audit_flagged == true())
 _JOB_SEQ = "job_seq"  # not stored: load_model derives it from the stored job ids for restore_model
 _WHOLE_TABLES: Mapping[str, Table] = {
     "part_specs": S.part_specs,
@@ -103,7 +106,7 @@ async def load_model(conn: AsyncConnection, model: CellModel) -> None:
     )
     extra.extend(row for row in await conn.execute(ahead) if tracker.may_generate(row.serial))
     # Units under an open Lost Audit (a finished one keeps it until an engineer resolves it).
-    extra.extend(await conn.execute(select(units).where(units.c.audit_flagged.is_(True))))
+    extra.extend(await conn.execute(AUDITED_UNITS))
     wanted.update(row.job_id for row in extra)
     for chunk in chunks(sorted(wanted - kept)):
         job_rows.extend(await conn.execute(select(jobs).where(jobs.c.id.in_(chunk))))

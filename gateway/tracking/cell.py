@@ -38,6 +38,7 @@ from gateway.tracking.reports import (
 INTERRUPTED = "interrupted"
 # Which stations' pallet time is a cost, and in which category (station kind -> cost kind).
 _VISIT_COST = {"load": CostKind.LABOR, "machine": CostKind.MACHINING, "wash": CostKind.WASH}
+_PALLET_KINDS = (CostKind.MACHINING, CostKind.WASH)  # measured by the pallet's visit, not by the step
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -223,7 +224,7 @@ class CellTracker:
                     pallet=pallet.id,
                 )
             )
-            self._leave(pallet, at, flags)
+            self._leave(pallet, at, flags, reported=False)
         elif not arriving:
             flags.append(
                 Flag(
@@ -242,7 +243,7 @@ class CellTracker:
                     pallet=other.id,
                 )
             )
-            self._leave(other, at, flags)
+            self._leave(other, at, flags, reported=False)
         pallet.station = station
         pallet.arrived_at = at if arriving else None
         pallet.window_start = at if arriving else None
@@ -251,7 +252,9 @@ class CellTracker:
         self.book.touch(pallet.units, station, at)
         self._touch(pallets=[pallet.id], stations=[station])
 
-    def _leave(self, pallet: PalletState, at: datetime, flags: list[Flag]) -> None:
+    def _leave(self, pallet: PalletState, at: datetime, flags: list[Flag], *, reported: bool = True) -> None:
+        """The pallet leaves its station; ``reported``: by a departure report (else it was found
+        elsewhere, so when it left is not known)."""
         station = self.stations.get(pallet.station)
         if station is not None:
             if station.cycle is not None and station.cycle.pallet == pallet.id:
@@ -263,7 +266,7 @@ class CellTracker:
                     )
                 )
                 self._end_cycle(station, station.cycle, at, CycleResult.INTERRUPTED, flags)
-            self._charge_visit(pallet, station.id, at, flags)
+            self._charge_visit(pallet, station.id, at, flags, reported=reported)
             if station.pallet == pallet.id:
                 station.pallet = ""
             self._touch(stations=[station.id])
@@ -273,23 +276,48 @@ class CellTracker:
         pallet.window_start = None
         self._touch(pallets=[pallet.id])
 
-    def _charge_visit(self, pallet: PalletState, station_id: str, at: datetime, flags: list[Flag]) -> None:
+    def _charge_visit(
+        self, pallet: PalletState, station_id: str, at: datetime, flags: list[Flag], *, reported: bool = True
+    ) -> None:
         """The pallet leaves: its time at a load station (since the last load report), a machine or a
         washer (since its arrival) is shared among its units by the expected time of the step each had
         there (seed 001: elapsed labor "is the amount of time a pallet spends at the load station",
         elapsed machining "the amount of time a pallet spends at the machine"). A time that cannot be
-        measured (no arrival reported) is counted unknown for each unit, never invented."""
+        measured (its arrival or its departure not reported) is counted unknown for each unit, never
+        invented. A unit that finished during the visit had its share when it finished."""
+        self._charge(pallet, station_id, at, flags, self._live_units_on(pallet), reported=reported)
+
+    def _charge(
+        self,
+        pallet: PalletState,
+        station_id: str,
+        at: datetime,
+        flags: list[Flag],
+        charged: Sequence[Unit],
+        *,
+        reported: bool = True,
+    ) -> None:
+        """Charge ``charged`` (units on the pallet) their shares of its time at the station until ``at``.
+
+        The shares are taken among the pallet's units the station served (or all of them, if it served
+        none): by the expected time of the step each had there."""
         info = self.book.layout.station(station_id)
         kind = _VISIT_COST.get(info.kind)
-        units = self._live_units_on(pallet)
-        if kind is None or not units:
+        if kind is None or not charged:
             return
+        serials = {u.serial for u in charged}
+        on_pallet = [u for s in pallet.units if (u := self.book.units.get(s)) is not None]
+        sharing = [u for u in on_pallet if u.live or u.serial in serials]
+        steps = {u.serial: self.book.step_served_last(u, info.groups) for u in sharing}
+        if any(steps.values()):
+            sharing = [u for u in sharing if steps[u.serial] is not None]
         start = pallet.window_start if kind is CostKind.LABOR else pallet.arrived_at
-        elapsed = self._duration(start, at, f"the visit of pallet {pallet.id} at {station_id}", flags)
-        steps = [self.book.step_served_last(unit, info.groups) for unit in units]
-        shares = split_elapsed(elapsed, [step.expected_seconds if step else None for step in steps])
-        for unit, share in zip(units, shares, strict=True):
-            self.book.add_pallet_time(unit.serial, kind, share)
+        what = f"the visit of pallet {pallet.id} at {station_id}"
+        elapsed = self._duration(start, at, what, flags) if reported else None
+        weights = [step.expected_seconds if (step := steps[u.serial]) else None for u in sharing]
+        for unit, share in zip(sharing, split_elapsed(elapsed, weights), strict=True):
+            if unit.serial in serials:
+                self.book.add_pallet_time(unit.serial, kind, share)
 
     def _live_units_on(self, pallet: PalletState) -> list[Unit]:
         units = []
@@ -383,6 +411,13 @@ class CellTracker:
                     f"{len(report.serials)} serials given for a quantity of {report.quantity}",
                 )
             job = self.book.check_new_units(report.job, report.station, report.quantity, pallet.id)
+            blocked = [u for u in self._live_units_on(pallet) if self.book.movement_held(u)]
+            if blocked:
+                raise Refused(
+                    Reason.JOB_ON_HOLD,
+                    f"pallet {pallet.id} carries {blocked[0].serial} of {blocked[0].job_id}, which is on hold: "
+                    "nothing is loaded onto it until the hold is released (report the unload alone, with no job)",
+                )
             if report.serials:
                 self.book.check_serials_free(report.serials)
                 serials = list(report.serials)
@@ -509,6 +544,7 @@ class CellTracker:
         extra = (Anomaly.END_WITHOUT_START.value,) + (
             (INTERRUPTED,) if report.result is CycleResult.INTERRUPTED else ()
         )
+        finished: list[Unit] = []
         for unit in self._live_units_on(pallet):
             step = self.book.next_step(unit)
             if unit.status is UnitStatus.WAITING and step is not None and step.group in self._groups(station.id):
@@ -516,6 +552,9 @@ class CellTracker:
                     flags.append(self._held_flag(unit, f"cycle end at {station.id}"))
                 else:
                     self.book.leave_step(unit.serial, station.id, passed, at, None, extra)
+                    if not unit.live:  # it passed its last step here
+                        finished.append(unit)
+        self._charge(pallet, station.id, at, flags, finished)
         station.down = report.result is CycleResult.INTERRUPTED
         self._touch(stations=[station.id])
 
@@ -541,6 +580,10 @@ class CellTracker:
         extra = (INTERRUPTED,) if result is CycleResult.INTERRUPTED else ()
         for unit, share in zip(units, split_elapsed(elapsed, expected), strict=True):
             self.book.leave_step(unit.serial, station.id, result is CycleResult.OK, at, share, extra)
+        # A unit whose routing ends here is done: its share of the pallet's time so far is its own.
+        pallet = self.pallets.get(cycle.pallet)
+        if pallet is not None:
+            self._charge(pallet, station.id, at, flags, [u for u in units if u.status is UnitStatus.FINISHED])
         station.cycle = None
         station.down = result is CycleResult.INTERRUPTED
         self._touch(stations=[station.id])
@@ -596,7 +639,12 @@ class CellTracker:
             if self.book.movement_held(unit):
                 flags.append(self._held_flag(unit, f"scan out at {report.station}"))
                 return
-        if self.book.leave_step(unit.serial, report.station, passed, at, elapsed, extra) is None:
+        step = self.book.next_step(unit)
+        record = self.book.leave_step(unit.serial, report.station, passed, at, elapsed, extra)
+        if record is not None and step is not None and step.kind.cost_kind in _PALLET_KINDS:
+            # A machine or wash step done by scans, off a pallet: the unit's own time there counts.
+            self.book.add_pallet_time(unit.serial, step.kind.cost_kind, record.elapsed)
+        if record is None:
             step = self.book.next_step(unit)
             flags.append(
                 Flag(
@@ -638,6 +686,8 @@ class CellTracker:
                 (unload if step is not None and step.group in groups else stay).append(entry)
         load = None
         free = self.rules.units_per_pallet - len(stay)
+        if any(entry.get("hold") for entry in stay):
+            free = 0  # a pallet carrying held units is blocked: nothing new is loaded onto it
         for job in self.loadable_jobs(station_id, pallet.id, candidates) if free > 0 else []:
             load = {
                 "job": job.id,

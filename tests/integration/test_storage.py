@@ -72,3 +72,21 @@ async def test_stored_answers_are_found_by_station_and_event_id_from_the_index(d
 def _params(statement: str) -> tuple[str, ...]:
     """Placeholder values for EXPLAIN QUERY PLAN (the plan does not depend on them)."""
     return tuple("x" for _ in range(statement.count("?")))
+
+
+async def test_start_up_finds_the_units_under_audit_through_their_partial_index(db_url: str) -> None:
+    """Start-up reads the units under an open Lost Audit (a few among a year's units) by the partial
+    index the migration made, never by a scan of the whole table."""
+    from sqlalchemy.dialects import sqlite
+
+    from gateway.storage.store import AUDITED_UNITS
+
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine)
+        query = str(AUDITED_UNITS.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+        async with engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {query}")))
+        assert "ix_units_audit_flagged" in plan, plan
+    finally:
+        await engine.dispose()

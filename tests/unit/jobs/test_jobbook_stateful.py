@@ -319,8 +319,10 @@ class JobBookMachine(RuleBasedStateMachine):
             _, refusal = self.attempt(self.book.resume, job_id, "quality", now)
             allowed = state is JobState.HOLD
         else:
+            wip = job.wip if job is not None else 0
             result, refusal = self.attempt(self.book.close, job_id, "short-closed", "erp", now)
-            allowed = state is not None and state is not JobState.CLOSED
+            # a held job with units in WIP is not closed: that would release them
+            allowed = state is not None and state is not JobState.CLOSED and not (state is JobState.HOLD and wip)
         assert (refusal is None) == allowed, (action, state, refusal)
         if job is None:
             assert refusal is not None

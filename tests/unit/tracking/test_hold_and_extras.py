@@ -121,6 +121,10 @@ def test_held_units_stay_on_the_pallet_at_the_load_station() -> None:
     instruction = json.loads(sim.tracker.instruction_json("L1"))
     assert instruction["unload"] == []
     assert instruction["stay"] == [{"serial": serial, "job": held, "next": "OP40", "hold": True}]
+    assert instruction["load"] is None  # a pallet carrying held units is blocked: nothing new onto it
+    with pytest.raises(Refused) as refusal:
+        sim.apply(LoadCompleted("L1", sim.eid(), None, "P1", other, 1), after=60)
+    assert refusal.value.reason is Reason.JOB_ON_HOLD
     outcome = sim.apply(LoadCompleted("L1", sim.eid(), None, "P1", "", 0), after=60)
     assert Anomaly.HELD_NOT_MOVED in anomalies(outcome)
     assert sim.book.units[serial].next_step == 3
@@ -193,3 +197,25 @@ def test_reaching_the_ordered_quantity_is_announced_once() -> None:
     events = sim.model.drain().events
     assert [e for e in events if isinstance(e, JobTargetReached)] == [JobTargetReached(job, 1, 1, sim.now)]
     assert sim.book.jobs[job].target_reached
+
+
+def test_a_held_job_with_units_in_wip_is_not_closed_or_backed_out() -> None:
+    """Seed 002: "Block all transactional movement (Move/Consume) until the hold is formally released".
+    A close would let its units finish (a Closed job's WIP may), so it waits for the release; a held
+    job without WIP may be closed (control)."""
+    from gateway.jobs.commands import CloseJob
+    from gateway.orders.commands import BackOutJob
+
+    sim = Sim()
+    held, empty = sim.job(), sim.job()
+    loaded(sim, held)
+    sim.apply(HoldJob(held, "quality"))
+    sim.apply(HoldJob(empty, "material"))
+    for command in (CloseJob(held, "short"), BackOutJob(held, "castings short")):
+        with pytest.raises(Refused) as refusal:
+            sim.apply(command)
+        assert refusal.value.reason is Reason.JOB_ON_HOLD
+    assert sim.book.jobs[held].state is JobState.HOLD
+    assert not sim.model.orders.bookings  # the back-out booked nothing
+    sim.apply(CloseJob(empty, "cancelled"))
+    assert sim.book.jobs[empty].state is JobState.CLOSED

@@ -8,6 +8,7 @@ Create Date: 2026-12-04
 Units and cost reports stored before this revision keep their figures: their wash time stays inside
 machining and their inspection time inside labor (the stored totals cannot be split after the fact),
 and a unit's unknown counts, kept then only as totals, are read as unknown for labor and machining.
+A pallet at a machine or washer during the upgrade has that visit counted unknown.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ def upgrade() -> None:
         ["serial"],
         unique=False,
         sqlite_where=sa.text("audit_flagged = 1"),
-        postgresql_where=sa.text("audit_flagged IS TRUE"),
+        postgresql_where=sa.text("audit_flagged = true"),
     )
     with op.batch_alter_table("workorder_results") as batch:
         for name in _REPORT_TIMES:
             batch.add_column(sa.Column(name, sa.Float(), nullable=False, server_default="0"))
+    # A pallet at a station now: the old rules may have counted part of this visit already (a cycle that
+    # ended), the new ones count the whole visit at its departure. Its arrival is forgotten, so the
+    # visit is counted unknown, never twice. (Load stations' labor windows are kept: they did not change.)
+    op.execute(sa.text("UPDATE pallets SET arrived_at = NULL WHERE station <> ''"))
 
 
 def downgrade() -> None:

@@ -9,16 +9,20 @@ start the writer and the stale-WIP sweeper, serve OPC UA and HTTP (the ERP API, 
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import socket
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import __version__
 from gateway.bootstrap import build_model
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
@@ -28,7 +32,7 @@ from gateway.logging import get_logger
 from gateway.metrics import Metrics, opcua_session_count
 from gateway.opcua.server import OpcUaServer
 from gateway.service.writer import Writer
-from gateway.storage.database import create_engine
+from gateway.storage.database import create_engine, sqlite_path
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
 from gateway.web.status import router as status_router
@@ -37,12 +41,71 @@ log = get_logger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 60.0
 
+# Exit codes of `cell-gateway run` when it cannot start (docs/operations.md); 1 is anything else.
+EXIT_CONFIG = 2  # the config file is missing or invalid
+EXIT_FILE = 3  # a file the config names (certificate, key) is missing or does not parse
+EXIT_ADDRESS = 4  # an address the gateway listens on is in use or not available
+EXIT_DATABASE = 5  # the database cannot be reached or opened
+
+
+class StartupFailure(Exception):
+    """Why the gateway could not start: ``reason`` is the kind, ``fields`` name what failed (logged as is)."""
+
+    def __init__(self, reason: str, exit_code: int, **fields: Any) -> None:
+        self.reason = reason
+        self.exit_code = exit_code
+        self.fields = fields
+        super().__init__(f"{reason}: {fields}")
+
+
+def try_bind(host: str, port: int) -> None:
+    """Bind host:port and release it at once, as the servers bind (SO_REUSEADDR); raises OSError if it cannot."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+
+
+def _address_failure(service: str, host: str, port: int, exc: OSError) -> StartupFailure:
+    reason = "address_in_use" if exc.errno == errno.EADDRINUSE else "cannot_listen"
+    return StartupFailure(reason, EXIT_ADDRESS, service=service, address=host, port=port, error=_why(exc))
+
+
+def _file_failure(exc: OSError) -> StartupFailure:
+    return StartupFailure("file_unreadable", EXIT_FILE, file=str(exc.filename), error=_why(exc))
+
+
+def _database_failure(url: str, exc: BaseException) -> StartupFailure:
+    parsed = make_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        return StartupFailure("database_unavailable", EXIT_DATABASE, file=str(path), error=_why(exc))
+    return StartupFailure(
+        "database_unavailable",
+        EXIT_DATABASE,
+        host=parsed.host or "localhost",
+        port=parsed.port,
+        database=parsed.database,
+        error=_why(exc),
+    )
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}".strip()
+
 
 class Gateway:
     def __init__(self, config: CellConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.engine: AsyncEngine = create_engine(config.database.url, synchronous=config.database.synchronous)
+        self.engine: AsyncEngine = create_engine(
+            config.database.url, synchronous=config.database.synchronous, schema=config.database.schema_name
+        )
         self.writer = Writer(
             SqlStore(self.engine),
             lambda: build_model(config),
@@ -63,14 +126,28 @@ class Gateway:
         loop = asyncio.get_running_loop()
         http_socket: socket.socket | None = None
         try:
-            before, after = await upgrade(self.engine)
+            # Addresses first: a port in use is found in milliseconds, before migrations and certificates.
+            endpoint = urlsplit(self.config.server.endpoint)
+            try:
+                try_bind(endpoint.hostname or "", endpoint.port or 0)
+            except OSError as exc:
+                raise _address_failure("opcua", endpoint.hostname or "", endpoint.port or 0, exc) from exc
+            if self.http is not None:
+                try:
+                    http_socket = await self.http.bind()
+                except OSError as exc:
+                    server = self.config.server
+                    raise _address_failure("http", server.http_host, server.http_port, exc) from exc
+            try:
+                before, after = await upgrade(self.engine)
+            except (OSError, DBAPIError, TimeoutError) as exc:
+                raise _database_failure(self.config.database.url, exc) from exc
             if before != after:
                 log.info("database_migrated", url=safe_url(self.config.database.url), before=before, after=after)
             await self.writer.load()
-            http_socket = await self.http.bind() if self.http is not None else None
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self._essential(self.writer.run(), "writer", stop), name="writer")
-                await self.opcua.start()
+                await self._start_opcua()
                 http: asyncio.Task[None] | None = None
                 if self.http is not None and http_socket is not None:
                     http = tasks.create_task(self.http.serve(http_socket), name="http")
@@ -88,6 +165,15 @@ class Gateway:
                 http_socket.close()
             self.writer.close()
             await self.engine.dispose()
+
+    async def _start_opcua(self) -> None:
+        try:
+            await self.opcua.start()
+        except OSError as exc:
+            if exc.filename is not None:
+                raise _file_failure(exc) from exc
+            endpoint = urlsplit(self.config.server.endpoint)
+            raise _address_failure("opcua", endpoint.hostname or "", endpoint.port or 0, exc) from exc
 
     async def _stop_serving(self, http: asyncio.Task[None] | None = None) -> None:
         """Stop taking calls, then let the writer commit what it already took, within the grace."""
@@ -172,7 +258,12 @@ async def serve(config: CellConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config)
+    try:
+        gateway = Gateway(config)
+    except OSError as exc:  # a file it reads at once (a user certificate), or the database's folder
+        if exc.filename is None:
+            raise
+        raise _file_failure(exc) from exc
     started = loop.time()
     run = asyncio.create_task(gateway.run(stop), name="gateway")
     ready = asyncio.create_task(gateway.ready.wait(), name="ready")
@@ -180,6 +271,7 @@ async def serve(config: CellConfig) -> None:
     if gateway.ready.is_set():
         log.info(
             "gateway_started",
+            version=__version__,
             cell=config.cell.name,
             endpoint=config.server.endpoint,
             http=gateway.http.url if gateway.http is not None else "off",

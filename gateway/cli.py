@@ -6,14 +6,22 @@ import asyncio
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gateway.cli_common import DEFAULT_CONFIG, ConfigOption, load_or_exit
+from gateway import __version__
+from gateway.cli_common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    file_problems,
+    load_for_reading,
+    load_or_exit,
+    readiness_problems,
+)
 from gateway.cli_inspect import register as register_inspection
-from gateway.config import CellConfig
-from gateway.logging import configure_logging
+from gateway.config import CellConfig, ConfigError, load_config
+from gateway.logging import configure_logging, get_logger
 
 app = typer.Typer(
     name="cell-gateway",
@@ -23,6 +31,22 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cell-gateway {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """OPC UA cell-controller gateway for one machining cell."""
 
 
 def _load(path: Path) -> CellConfig:
@@ -37,18 +61,75 @@ def run(
         bool | None, typer.Option("--json-logs/--console-logs", help="Default: JSON unless at a terminal.")
     ] = None,
 ) -> None:
-    """Start the gateway and serve until Ctrl-C or SIGTERM."""
-    from gateway.app import serve
+    """Start the gateway and serve until Ctrl-C or SIGTERM.
 
-    cfg = _load(config)
+    If it cannot start, one ``gateway_start_failed`` log line names what failed and the exit code says
+    the kind: 2 config, 3 a file (certificate, key), 4 an address in use, 5 the database, 1 anything
+    else (docs/operations.md). A traceback only at ``--log-level DEBUG``.
+    """
+    from gateway.app import EXIT_CONFIG, EXIT_FILE, StartupFailure, serve
+
     configure_logging(log_level, json=json_logs)
-    asyncio.run(serve(cfg))
+    log = get_logger("gateway.cli")
+    debug = log_level.upper() == "DEBUG"
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        problems = [str(p) for p in exc.problems]
+        log.error("gateway_start_failed", reason="config", exit_code=EXIT_CONFIG, config=str(config), problems=problems)
+        raise typer.Exit(EXIT_CONFIG) from None
+    files = file_problems(cfg)
+    if files:
+        log.error(
+            "gateway_start_failed", reason="file_unreadable", exit_code=EXIT_FILE, config=str(config),
+            problems=[str(p) for p in files],
+        )  # fmt: skip
+        raise typer.Exit(EXIT_FILE)
+    try:
+        asyncio.run(serve(cfg))
+    except Exception as exc:  # every failure becomes one log line and an exit code
+        failure = _startup_failure(exc, StartupFailure)
+        if failure is not None:
+            log.error(
+                "gateway_start_failed", reason=failure.reason, exit_code=failure.exit_code, **failure.fields,
+                exc_info=exc if debug else None,
+            )  # fmt: skip
+            raise typer.Exit(failure.exit_code) from None
+        error = f"{type(exc).__name__}: {exc}"
+        log.critical("gateway_failed", error=error, exit_code=1, exc_info=exc if debug else None)
+        raise typer.Exit(1) from None
+
+
+def _startup_failure(exc: BaseException, kind: type[Exception]) -> Any:
+    """The first ``kind`` in ``exc`` or in the exception groups it nests, or None."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _startup_failure(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 @app.command("check-config")
-def check_config(path: Annotated[Path, typer.Argument(help="Config file to check.")] = DEFAULT_CONFIG) -> None:
-    """Validate a config file: print every problem with its key path; exit 2 if there is any."""
+def check_config(
+    path: Annotated[Path, typer.Argument(help="Config file to check.")] = DEFAULT_CONFIG,
+    ports: Annotated[
+        bool, typer.Option("--ports", help="Also check that the OPC UA and HTTP ports are free now.")
+    ] = False,
+) -> None:
+    """Check a config file and what `run` needs (files, password hashes, with --ports the ports).
+
+    Every problem is printed with its key path; exit 2 if there is any, so "ok" means `run` starts.
+    """
     cfg = _load(path)
+    problems = readiness_problems(cfg, ports=ports)
+    if problems:
+        typer.echo(f"{path}: {len(problems)} problem(s)", err=True)
+        for problem in problems:
+            typer.echo(f"  {problem.path}: {problem.message}", err=True)
+        raise typer.Exit(2)
     groups = cfg.groups()
     typer.echo(
         f"{path}: ok (cell {cfg.cell.name!r}, {len(cfg.stations)} stations in {len(groups)} groups, "
@@ -89,7 +170,7 @@ def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
     cfg = _load(config)
 
     async def _go() -> tuple[str | None, str | None]:
-        engine = create_engine(cfg.database.url)
+        engine = create_engine(cfg.database.url, schema=cfg.database.schema_name)
         try:
             return await upgrade(engine)
         finally:
@@ -105,10 +186,10 @@ def db_current(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from gateway.storage.database import create_engine
     from gateway.storage.migrate import current_revision, head_revision
 
-    cfg = _load(config)
+    cfg = load_for_reading(config)
 
     async def _go() -> str | None:
-        engine = create_engine(cfg.database.url)
+        engine = create_engine(cfg.database.url, schema=cfg.database.schema_name)
         try:
             return await current_revision(engine)
         finally:

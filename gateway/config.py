@@ -7,9 +7,10 @@ own, and the cross-references (groups, station ids, duplicates) are checked on w
 only when nothing is wrong is the whole :class:`CellConfig` built.
 
 Relative paths in the file (``server.pki_dir``, user certificates, the SQLite file in
-``database.url``) are relative to the working directory of the process, like any command-line path;
-they are deliberately not rewritten against the config file's folder, so ``cell-gateway run`` from
-the deployment folder finds ``var/`` next to it whatever ``--config`` points at.
+``database.url``) are relative to the folder of the config file, whatever the current folder of the
+process: ``cell-gateway status --config /srv/cell/cell.toml`` from anywhere reads the same database
+as ``cell-gateway run`` started from ``/srv/cell``. A path given by an environment variable is a
+command-line path: relative to the current folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -66,6 +68,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "CELL_GATEWAY_DATABASE_URL": ("database", "url"),
     "CELL_GATEWAY_ENDPOINT": ("server", "endpoint"),
     "CELL_GATEWAY_HTTP_PORT": ("server", "http_port"),
+    "CELL_GATEWAY_PKI_DIR": ("server", "pki_dir"),
 }
 
 # Only drivers SQLAlchemy can run under asyncio; the gateway never blocks the event loop on I/O.
@@ -187,6 +190,25 @@ class DatabaseSettings(_Model):
     # SQLite's PRAGMA synchronous; ignored for PostgreSQL, so one file works when an environment
     # override switches the URL.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # PostgreSQL schema of this cell (tables and alembic_version), so that several cells share one
+    # database; none: the server's default (search_path). docs/operations.md, "A plant: several cells".
+    schema_name: str | None = Field(default=None, alias="schema")
+    model_config = ConfigDict(serialize_by_alias=True)  # model_dump() gives the file's keys back
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema_is_for_postgresql(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        plain = all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in value)
+        if not (plain and 0 < len(value) <= 63 and not value[0].isdigit()):
+            raise ValueError(f"{value!r} is not a schema name: lowercase letters, digits and _, at most 63")
+        if value.startswith("pg_"):
+            raise ValueError(f"{value!r}: names starting with pg_ are reserved by PostgreSQL")
+        url = info.data.get("url")
+        if url is not None and make_url(url).get_backend_name() == "sqlite":
+            raise ValueError("is for PostgreSQL only (a SQLite file holds one cell): remove it or use a postgresql URL")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -344,17 +366,25 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> CellC
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(source, f"not UTF-8 text (byte {exc.start})")], source) from None
-    return parse_config(text, env, source)
+    return parse_config(text, env, source, base=Path(path).absolute().parent)
 
 
-def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = "<string>") -> CellConfig:
-    """Validate config text; raises :class:`ConfigError` listing every problem."""
+def parse_config(
+    text: str, env: Mapping[str, str] | None = None, source: str = "<string>", *, base: Path | None = None
+) -> CellConfig:
+    """Validate config text; raises :class:`ConfigError` listing every problem.
+
+    With ``base`` (the config file's folder), relative paths written in the text are made relative to
+    it; paths from environment variables are left as given (relative to the current folder).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # The message already ends with "(at line L, column C)".
         raise ConfigError([ConfigProblem(source, f"invalid TOML: {exc}")], source) from None
     overridden = _apply_env(data, os.environ if env is None else env)
+    if base is not None:
+        _resolve_paths(data, base, overridden)
     problems = _validate_parts(data, overridden)
     if not problems:
         try:
@@ -379,6 +409,44 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
             section[key] = value
             overridden[f"{table}.{key}"] = variable
     return overridden
+
+
+def _resolve_paths(data: dict[str, Any], base: Path, overridden: Mapping[str, str]) -> None:
+    """Make the file's relative paths relative to ``base``, in place; malformed values are left to validation."""
+
+    def rebase(value: object) -> object:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return os.path.normpath(base / value)
+        return value
+
+    server, database, users = data.get("server"), data.get("database"), data.get("users")
+    if "server.pki_dir" not in overridden and (isinstance(server, dict) or server is None):
+        default = str(ServerSettings.model_fields["pki_dir"].default)
+        data.setdefault("server", {})["pki_dir"] = rebase((server or {}).get("pki_dir", default))
+    if isinstance(users, list):
+        for user in users:
+            if isinstance(user, dict) and "certificate" in user:
+                user["certificate"] = rebase(user["certificate"])
+    if "database.url" not in overridden:
+        if isinstance(database, dict) and isinstance(database.get("url"), str):
+            database["url"] = _rebase_sqlite_url(database["url"], base)
+        elif isinstance(database, dict) or "database" not in data:
+            url = DatabaseSettings.model_fields["url"].default
+            data.setdefault("database", {})["url"] = _rebase_sqlite_url(url, base)
+
+
+def _rebase_sqlite_url(value: str, base: Path) -> str:
+    """A SQLite URL with a relative file made relative to ``base``; any other URL unchanged."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return value
+    name = url.database
+    if url.get_backend_name() != "sqlite" or not name or name == ":memory:" or name.startswith("file:"):
+        return value
+    if Path(name).is_absolute():
+        return value
+    return url.set(database=os.path.normpath(base / name)).render_as_string(hide_password=False)
 
 
 _TABLES: Mapping[str, type[_Model]] = {
@@ -603,7 +671,8 @@ def _message(error: ErrorDetails, model: type[BaseModel] | None) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
-        fields = tuple(model.model_fields) if model is not None and len(error["loc"]) == 1 else ()
+        keys = model.model_fields.items() if model is not None and len(error["loc"]) == 1 else ()
+        fields = tuple(field.alias or name for name, field in keys)  # the file's key: `schema` for schema_name
         return _unknown_key(key, fields)
     if kind == "missing":
         return "is required"

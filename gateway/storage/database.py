@@ -43,15 +43,31 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
-def create_engine(url: str, *, synchronous: str = "NORMAL", **kwargs: Any) -> AsyncEngine:
-    """An async engine with the pragmas this gateway relies on."""
+def create_engine(url: str, *, synchronous: str = "NORMAL", schema: str | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine with the pragmas this gateway relies on.
+
+    ``schema`` (PostgreSQL only) puts the cell in a schema of its own: the tables of ``schema.py``
+    have none, and the engine's ``schema_translate_map`` names it in every statement SQLAlchemy
+    compiles (queries, DDL of the migrations); the connections' ``search_path`` is that schema alone,
+    for the few textual statements, so none of them reaches another cell's tables.
+    """
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if not is_sqlite(url):
+        if schema is not None:
+            kwargs["execution_options"] = {
+                **kwargs.get("execution_options", {}),
+                "schema_translate_map": {None: schema},
+            }
+            connect_args = dict(kwargs.get("connect_args", {}))
+            connect_args["server_settings"] = {**connect_args.get("server_settings", {}), "search_path": f'"{schema}"'}
+            kwargs["connect_args"] = connect_args
         return create_async_engine(url, **kwargs)
+    if schema is not None:
+        raise ValueError("a schema is for PostgreSQL only: one SQLite file holds one cell")
     # pysqlite opens a transaction only for a write, and every write here runs in engine.begin(), which
     # commits or rolls back itself: the pool's rollback on return would be a trip to aiosqlite's thread
     # for nothing.
@@ -120,6 +136,13 @@ class Transactions:
             self._local = None
             thread.shutdown(wait=True)
             local.dispose()
+
+
+def engine_schema(bind: AsyncEngine | Engine | Connection) -> str | None:
+    """The schema ``create_engine`` put the cell in, or None for the default one."""
+    translate = bind.get_execution_options().get("schema_translate_map") or {}
+    schema: str | None = translate.get(None)
+    return schema
 
 
 async def ping(engine: AsyncEngine) -> None:

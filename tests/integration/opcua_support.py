@@ -53,7 +53,7 @@ def cell_toml(
         "require_approved_templates = false": f"require_approved_templates = {str(require_approved_templates).lower()}",
     }
     if profile != "demo":
-        replacements['pki_dir = "var/pki"'] = f'pki_dir = "{tmp_path / "pki"}"'
+        replacements['pki_dir = "../var/pki"'] = f'pki_dir = "{tmp_path / "pki"}"'
 
     for old, new in replacements.items():
         assert old in text, f"config/cell.toml no longer contains {old!r}"

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asyncua import Client
 
+from gateway import __version__
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import current_revision, head_revision
-from tests.conftest import DEMO_CONFIG, ROOT
+from tests.conftest import DEMO_CONFIG, ROOT, free_port
 
 
 async def _read_json_lines(stream: asyncio.StreamReader, until: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -35,6 +40,7 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         CELL_GATEWAY_ENDPOINT=f"opc.tcp://127.0.0.1:{port}/cell-gateway/",
         CELL_GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
         CELL_GATEWAY_HTTP_PORT="0",
+        CELL_GATEWAY_PKI_DIR=str(tmp_path / "pki"),
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
@@ -46,6 +52,7 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         async with asyncio.timeout(30):
             started = await _read_json_lines(proc.stdout, "gateway_started", lines)
         assert started["endpoint"] == f"opc.tcp://127.0.0.1:{port}/cell-gateway/"
+        assert started["version"] == __version__
 
         client = Client(f"opc.tcp://127.0.0.1:{port}/cell-gateway/")
         async with client:
@@ -82,14 +89,105 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
             await proc.wait()
 
 
+async def _failed_start(config: Path, cwd: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
+    """Run ``cell-gateway run`` expecting it to fail: its exit code, its JSON log lines, all it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "--config", str(config), "--json-logs", *args,
+        cwd=cwd, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert proc.returncode is not None
+    return proc.returncode, lines, text
+
+
+def _the_failure(lines: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """The one ``gateway_start_failed`` line, with no error line before it and no traceback anywhere."""
+    failed = [line for line in lines if line.get("event") == "gateway_start_failed"]
+    assert len(failed) == 1, text
+    errors = [line for line in lines if line.get("level") in ("error", "critical")]
+    assert errors == failed, text
+    assert "Traceback" not in text
+    return failed[0]
+
+
+@pytest.fixture
+def occupied() -> Iterator[int]:
+    """A port on 127.0.0.1 another process listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _quick_env(tmp_path: Path, port: int, http_port: int = 0) -> dict[str, str]:
+    return {
+        "CELL_GATEWAY_ENDPOINT": f"opc.tcp://127.0.0.1:{port}/cell-gateway/",
+        "CELL_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}",
+        "CELL_GATEWAY_HTTP_PORT": str(http_port),
+        "CELL_GATEWAY_PKI_DIR": str(tmp_path / "pki"),
+    }
+
+
+async def test_run_names_the_opcua_address_in_use(tmp_path: Path, occupied: int) -> None:
+    code, lines, text = await _failed_start(DEMO_CONFIG, tmp_path, **_quick_env(tmp_path, occupied))
+    failure = _the_failure(lines, text)
+    assert code == 4
+    assert failure["reason"] == "address_in_use"
+    assert (failure["service"], failure["address"], failure["port"]) == ("opcua", "127.0.0.1", occupied)
+
+
+async def test_run_names_the_http_address_in_use(tmp_path: Path, occupied: int) -> None:
+    code, lines, text = await _failed_start(DEMO_CONFIG, tmp_path, **_quick_env(tmp_path, free_port(), occupied))
+    failure = _the_failure(lines, text)
+    assert code == 4
+    assert (failure["service"], failure["address"], failure["port"]) == ("http", "127.0.0.1", occupied)
+
+
+async def test_run_shows_the_traceback_at_debug_level(tmp_path: Path, occupied: int) -> None:
+    env = _quick_env(tmp_path, occupied)
+    code, _lines, text = await _failed_start(DEMO_CONFIG, tmp_path, "--log-level", "DEBUG", **env)
+    assert code == 4
+    assert "Traceback" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("asyncpg") is None, reason="asyncpg is not installed")
+async def test_run_names_the_postgresql_host_it_cannot_reach(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    env = _quick_env(tmp_path, free_port())
+    env["CELL_GATEWAY_DATABASE_URL"] = f"postgresql+asyncpg://cell:secret@127.0.0.1:{closed}/cell"
+    code, lines, text = await _failed_start(DEMO_CONFIG, tmp_path, **env)
+    failure = _the_failure(lines, text)
+    assert code == 5
+    assert failure["reason"] == "database_unavailable"
+    assert (failure["host"], failure["port"]) == ("127.0.0.1", closed)
+    assert "secret" not in text
+
+
+async def test_run_names_a_missing_certificate_file(tmp_path: Path) -> None:
+    config = tmp_path / "cell.toml"
+    config.write_text(
+        DEMO_CONFIG.read_text() + '\n[[users]]\nname = "plc-x"\nroles = ["plc"]\nstations = ["L1"]\n'
+        'certificate = "certs/plc-x.der"\n'
+    )
+    code, lines, text = await _failed_start(config, ROOT, **_quick_env(tmp_path, free_port()))
+    failure = _the_failure(lines, text)
+    assert code == 3
+    assert str(tmp_path / "certs" / "plc-x.der") in " ".join(failure["problems"])
+    assert not (tmp_path / "cell.db").exists()
+
+
 async def test_run_refuses_a_broken_config_and_names_the_problem(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(DEMO_CONFIG.read_text().replace('group = "MILL"', 'group = "MILLL"', 1))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(broken),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert "operations[1].group" in err.decode()
-    assert "MILLL" in err.decode()
+    code, lines, text = await _failed_start(broken, ROOT)
+    failure = _the_failure(lines, text)
+    assert code == 2
+    assert failure["reason"] == "config"
+    assert any("operations[1].group" in p and "MILLL" in p for p in failure["problems"])

@@ -90,7 +90,8 @@ def test_demo_cell_matches_the_contract() -> None:
     assert config.server.security_profile == "demo"
     assert config.anonymous_roles() == ("engineer",)
     assert config.server.endpoint == "opc.tcp://127.0.0.1:4840/cell-gateway/"
-    assert config.database.url == "sqlite+aiosqlite:///var/cell-gateway.db"
+    assert config.database.url == f"sqlite+aiosqlite:///{REPO / 'var' / 'cell-gateway.db'}"
+    assert config.server.pki_dir == REPO / "var" / "pki"
     assert config.cell.require_approved_templates is False
     assert [(s.id, s.kind) for s in config.stations] == [
         ("L1", "load"),
@@ -498,3 +499,32 @@ def test_any_mistake_is_a_config_error_never_a_crash(edits: list[tuple[int, str]
         problems = error.problems
         assert problems
     assert all(p.path and p.message for p in problems)
+
+
+def _write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cell.toml"
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_in_a_file_are_relative_to_its_folder(tmp_path: Path) -> None:
+    text = BASE + ('\n[[users]]\nname = "plc"\nroles = ["plc"]\nstations = ["L1"]\ncertificate = "certs/plc.der"\n')
+    text = text.replace("[[stations]]", '[database]\nurl = "sqlite+aiosqlite:///../var/cell.db"\n\n[[stations]]', 1)
+    config = load_config(_write(tmp_path / "conf", text), env={})
+    assert config.database.url == f"sqlite+aiosqlite:///{tmp_path / 'var' / 'cell.db'}"
+    assert config.server.pki_dir == tmp_path / "conf" / "var" / "pki"  # the default, beside the file
+    assert config.users[-1].certificate == str(tmp_path / "conf" / "certs" / "plc.der")
+
+
+def test_absolute_and_non_file_urls_are_kept(tmp_path: Path) -> None:
+    for url in ("sqlite+aiosqlite:////srv/cell.db", "sqlite+aiosqlite:///:memory:", "postgresql+asyncpg://gw@db/cell"):
+        text = BASE.replace("[[stations]]", f'[database]\nurl = "{url}"\n\n[[stations]]', 1)
+        assert load_config(_write(tmp_path, text), env={}).database.url == url
+
+
+def test_paths_from_the_environment_stay_as_given(tmp_path: Path) -> None:
+    env = {"CELL_GATEWAY_DATABASE_URL": "sqlite+aiosqlite:///here/cell.db", "CELL_GATEWAY_PKI_DIR": "here/pki"}
+    config = load_config(_write(tmp_path / "conf", BASE), env=env)
+    assert config.database.url == "sqlite+aiosqlite:///here/cell.db"
+    assert config.server.pki_dir == Path("here/pki")

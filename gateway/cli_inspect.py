@@ -11,19 +11,22 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli_common import DEFAULT_CONFIG, ConfigOption, load_or_exit
+from gateway.cli_common import DEFAULT_CONFIG, ConfigOption, load_for_reading, load_or_exit
 from gateway.config import CellConfig
+from gateway.errors import Reason
 from gateway.service import queries
 
 T = TypeVar("T")
@@ -44,15 +47,15 @@ console = _Console()
 
 def register(app: typer.Typer) -> None:
     """Add the inspection commands to the ``cell-gateway`` app."""
-    load = load_or_exit
+    load = load_for_reading  # every command here reads the database: never create an empty one
 
-    def read(config: Path, query: Callable[[Any], Awaitable[T]]) -> T:
+    def read(config: Path | CellConfig, query: Callable[[Any], Awaitable[T]]) -> T:
         from gateway.storage.database import create_engine
 
-        cfg = load(config)
+        cfg = config if isinstance(config, CellConfig) else load(config)
 
         async def go() -> T:
-            engine = create_engine(cfg.database.url)
+            engine = create_engine(cfg.database.url, schema=cfg.database.schema_name)
             try:
                 return await query(engine)
             finally:
@@ -64,13 +67,15 @@ def register(app: typer.Typer) -> None:
     def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
         """Stations, open jobs with counts, WIP, refusals in the last hour, open Lost Audits."""
         now = datetime.now(UTC)
-        data = read(config, lambda e: queries.status(e, now))
+        cfg = load(config)
+        stations = [(s.id, str(s.kind)) for s in cfg.stations]
+        data = read(cfg, lambda e: queries.status(e, now, stations))
         if as_json:
             _print_json(data)
             return
-        table = Table("station", "state", "pallet", "jobs on pallet", "program", title="Stations")
+        table = Table("station", "kind", "state", "pallet", "jobs on pallet", "program", title="Stations")
         for s in data["stations"]:
-            table.add_row(s["station"], s["state"], s["pallet"], ", ".join(s["jobs"]), s["program"])
+            table.add_row(s["station"], s["kind"], s["state"], s["pallet"], ", ".join(s["jobs"]), s["program"])
         console.print(table)
         working = [j for j in data["jobs"] if j["wip"] or j["finished"] < j["quantity"]]
         _jobs_table(working)
@@ -95,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """Where a serial is and everything that happened to it, refusals included."""
         data = read(config, lambda e: queries.trace(e, None, serial))
         if data is None:
-            _fail(f"serial {serial} is not known in this cell")
+            _usage(f"no serial {serial} in this cell (`cell-gateway pallet ID` and `job ID` list serials)")
         if as_json:
             _print_json(data)
             return
@@ -133,9 +138,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """What is on a pallet and where it is."""
-        data = read(config, lambda e: queries.pallet(e, pallet_id))
+        cfg = load(config)
+        data = read(cfg, lambda e: queries.pallet(e, pallet_id))
         if data is None:
-            _fail(f"pallet {pallet_id} is not known in this cell")
+            if pallet_id not in cfg.pallets:
+                _usage(f"no pallet {pallet_id} in this cell; pallets: {', '.join(cfg.pallets) or 'none configured'}")
+            # configured but never seen by the gateway: nowhere yet, empty
+            data = {"pallet": pallet_id, "station": "", "arrived_at": None, "units": []}
         if as_json:
             _print_json(data)
             return
@@ -154,7 +163,7 @@ def register(app: typer.Typer) -> None:
         """A job's routing snapshot with WIP per step, its counts and its state history."""
         data = read(config, lambda e: queries.job(e, job_id))
         if data is None:
-            _fail(f"job {job_id} does not exist")
+            _usage(f"no job {job_id} in this cell (`cell-gateway status` lists the open jobs)")
         if as_json:
             _print_json(data)
             return
@@ -172,7 +181,7 @@ def register(app: typer.Typer) -> None:
     @app.command("refusals")
     def refusals_command(
         config: ConfigOption = DEFAULT_CONFIG,
-        since: Annotated[str | None, typer.Option(help="ISO time, or a duration like 1h, 30m, 2d.")] = None,
+        since: Annotated[str | None, typer.Option(help=f"Only from then on: {SINCE_FORMS}.")] = None,
         station: Annotated[str | None, typer.Option(help="Only this station.")] = None,
         reason: Annotated[str | None, typer.Option(help="Only this reason, e.g. InvalidProcessStep.")] = None,
         limit: Annotated[int, typer.Option(help="At most this many, newest.")] = 200,
@@ -180,7 +189,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Refused reports with the reason and the readable message the PLC's event carried."""
         start = _since(since)
-        data = read(config, lambda e: queries.refusals(e, since=start, station=station, reason=reason, limit=limit))
+        cfg = load(config)
+        if station is not None:
+            _known_station(cfg, station)
+        if reason is not None and reason not in {r.value for r in Reason}:
+            _usage(f"no reason {reason}; reasons: {', '.join(r.value for r in Reason)}")
+        data = read(cfg, lambda e: queries.refusals(e, since=start, station=station, reason=reason, limit=limit))
         if as_json:
             _print_json(data)
             return
@@ -205,7 +219,7 @@ def register(app: typer.Typer) -> None:
         cfg = load(config)
 
         async def go() -> None:
-            engine = create_engine(cfg.database.url)
+            engine = create_engine(cfg.database.url, schema=cfg.database.schema_name)
             position, printed = after, 0
             try:
                 while True:
@@ -249,23 +263,46 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = DEFAULT_CONFIG,
         user: Annotated[str | None, typer.Option(envvar="CELL_GATEWAY_USER", help="Engineer user name.")] = None,
         password: Annotated[str | None, typer.Option(envvar="CELL_GATEWAY_PASSWORD", help="Its password.")] = None,
+        endpoint: Annotated[
+            str | None,
+            typer.Option(help="OPC UA endpoint of the running gateway; default: the config's server.endpoint."),
+        ] = None,
+        as_json: JsonOption = False,
     ) -> None:
         """Resolve a Lost Audit through the running gateway (Units.ResolveAudit)."""
-        cfg = load(config)
-        result = asyncio.run(_call_gateway(cfg, "Cell/Units", "ResolveAudit", [serial, outcome], user, password))
+        if outcome.lower() not in ("found", "lost"):
+            _usage(f"outcome must be found or lost, not {outcome!r}")
+        cfg = load_or_exit(config)  # a call to the gateway, which may run elsewhere: no local database needed
+        target = endpoint or _client_endpoint(cfg.server.endpoint)
+        if not target.startswith("opc.tcp://"):
+            _usage(f"--endpoint must be an opc.tcp:// URL, e.g. opc.tcp://127.0.0.1:4840/cell-gateway/; got {target!r}")
+        call = _call_gateway(cfg, target, "Cell/Units", "ResolveAudit", [serial, outcome], user, password)
+        result = asyncio.run(call)
         if result is not None:
             _fail(result)
+        if as_json:
+            _print_json({"serial": serial, "outcome": outcome.lower(), "resolved": True, "endpoint": target})
+            return
         console.print(f"{serial}: Lost Audit resolved as {outcome.lower()}")
 
 
+def _client_endpoint(endpoint: str) -> str:
+    """The config's endpoint as a client on this machine reaches it: a wildcard listen address is local."""
+    parts = urlsplit(endpoint)
+    if parts.hostname in ("0.0.0.0", "::"):
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1{port}"))
+    return endpoint
+
+
 async def _call_gateway(
-    cfg: CellConfig, obj: str, method: str, args: list[str], user: str | None, password: str | None
+    cfg: CellConfig, endpoint: str, obj: str, method: str, args: list[str], user: str | None, password: str | None
 ) -> str | None:
-    """Call a gateway method as the engineer; None on success, else a readable error."""
+    """Call a gateway method at ``endpoint`` as the engineer; None on success, else a readable error."""
     from asyncua import Client, ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    client = Client(cfg.server.endpoint, timeout=10)
+    client = Client(endpoint, timeout=10)
     if user:
         client.set_user(user)
         client.set_password(password or "")
@@ -285,7 +322,7 @@ async def _call_gateway(
             )
             (result,) = await client.uaclient.call([request])
     except Exception as exc:
-        return f"cannot reach the gateway at {cfg.server.endpoint}: {exc}"
+        return f"cannot reach the gateway at {endpoint}: {exc or type(exc).__name__}"
     if not result.StatusCode.is_good():
         return f"{method} refused: {result.StatusCode.name} (the gateway's log and `cell-gateway refusals` say why)"
     return None
@@ -338,18 +375,55 @@ def _print_json(data: Any) -> None:
 
 
 def _fail(message: str) -> NoReturn:
+    """A failure while doing what was asked (the gateway unreachable, a call refused): exit 1."""
     typer.echo(message, err=True)
     raise typer.Exit(1)
 
 
-def _since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
-    parsed = datetime.fromisoformat(value)
+def _usage(message: str) -> NoReturn:
+    """The command names something that does not exist or an unreadable value: one line, exit 2."""
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
+
+
+def _known_station(cfg: CellConfig, station: str) -> None:
+    ids = [s.id for s in cfg.stations]
+    if station not in ids:
+        _usage(f"no station {station} in this cell; stations: {', '.join(ids)}")
+
+
+SINCE_FORMS = (
+    "a duration back from now (45s, 30m, 2h, 3d), today or yesterday (from 00:00 UTC), "
+    "or an ISO date or time (2026-12-03, 2026-12-03T14:00, UTC unless it has an offset)"
+)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """The start time ``--since`` names, relative to ``now`` (aware); ValueError if it is none of the forms."""
+    text = value.strip().lower()
+    if match := _DURATION.fullmatch(text):
+        return now - timedelta(seconds=float(match[1]) * _SECONDS[match[2]])
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if text == "today":
+        return midnight
+    if text == "yesterday":
+        return midnight - timedelta(days=1)
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"not a --since value: {value!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_since(value, datetime.now(UTC))
+    except ValueError:
+        _usage(f"--since {value!r}: expected {SINCE_FORMS}")
 
 
 def _t(value: str | None) -> str:

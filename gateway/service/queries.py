@@ -7,6 +7,7 @@ render them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -247,12 +248,19 @@ def _job_counts(row: Any) -> dict[str, Any]:
     }
 
 
-async def status(engine: AsyncEngine, now: datetime) -> dict[str, Any]:
-    """The cell at a glance: stations, open jobs, WIP, refusals in the last hour, open audits."""
+async def status(
+    engine: AsyncEngine, now: datetime, stations: Sequence[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The cell at a glance: stations, open jobs, WIP, refusals in the last hour, open audits.
+
+    ``stations`` are the configured (id, kind) pairs, in config order: each is listed, also one that has
+    never reported (it has no row yet, e.g. a scan station) and is shown idle. Without them, the stations
+    the database knows are listed.
+    """
     from datetime import timedelta
 
     async with engine.connect() as conn:
-        stations = (await conn.execute(select(S.stations).order_by(S.stations.c.id))).all()
+        rows = {r.id: r for r in (await conn.execute(select(S.stations).order_by(S.stations.c.id))).all()}
         pallets = {p.id: p for p in (await conn.execute(select(S.pallets))).all()}
         jobs = (await conn.execute(select(S.jobs).where(S.jobs.c.state != "Closed").order_by(S.jobs.c.id))).all()
         refused = (
@@ -274,12 +282,20 @@ async def status(engine: AsyncEngine, now: datetime) -> dict[str, Any]:
             ).all()
         )
         counter = (await conn.execute(select(func.coalesce(func.max(S.cell_events.c.counter), 0)))).scalar_one()
-    station_rows = []
-    for s in stations:
+    configured = list(stations) if stations is not None else [(station_id, "") for station_id in rows]
+    station_rows: list[dict[str, Any]] = []
+    for station_id, kind in configured:
+        s = rows.get(station_id)
+        if s is None:
+            station_rows.append(
+                {"station": station_id, "kind": kind, "state": "idle", "pallet": "", "jobs": [], "program": ""}
+            )
+            continue
         on_pallet = pallets[s.pallet].units if s.pallet in pallets else []
         station_rows.append(
             {
                 "station": s.id,
+                "kind": kind,
                 "state": "running" if s.cycle_pallet else ("down" if s.down else ("occupied" if s.pallet else "idle")),
                 "pallet": s.pallet,
                 "jobs": sorted({unit_jobs[u] for u in on_pallet if u in unit_jobs}),

@@ -2,6 +2,8 @@
 
 Each method declares its inputs as :class:`Arg` values; :func:`parse` checks count, types and values and
 returns either the Python values or a :class:`Malformed` with per-argument results for the caller.
+Trailing arguments declared ``optional`` may be left out of a call (generic tools such as asyncua's
+``uacall`` cannot send a DateTime): a left-out argument takes its ``default``, as a Null variant does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Arg:
     kind: Kind
     description: str = ""
     words: tuple[str, ...] = ()  # for Kind.WORD: accepted words, matched case-insensitively
+    optional: bool = False  # may be left out when every argument after it is left out too
+    default: Any = None  # the value of a left-out optional argument
 
     @property
     def variant_type(self) -> ua.VariantType:
@@ -65,8 +69,12 @@ class Malformed:
 
 def parse(variants: Sequence[Any], spec: Sequence[Arg]) -> list[Any] | Malformed:
     if len(variants) < len(spec):
-        missing = ", ".join(a.name for a in spec[len(variants) :])
-        return Malformed(ua.StatusCode(ua.StatusCodes.BadArgumentsMissing), [], f"missing argument(s): {missing}")
+        left_out = spec[len(variants) :]
+        missing = ", ".join(a.name for a in left_out if not a.optional)
+        if missing:
+            return Malformed(ua.StatusCode(ua.StatusCodes.BadArgumentsMissing), [], f"missing argument(s): {missing}")
+        given = parse(variants, spec[: len(variants)])
+        return given if isinstance(given, Malformed) else [*given, *(a.default for a in left_out)]
     if len(variants) > len(spec):
         return Malformed(
             ua.StatusCode(ua.StatusCodes.BadTooManyArguments),
@@ -166,6 +174,7 @@ def argument_descriptions(spec: Sequence[Arg]) -> list[ua.Argument]:
         argument.DataType = ua.NodeId(arg.variant_type.value)
         argument.ValueRank = 1 if arg.is_array else -1
         argument.ArrayDimensions = [0] if arg.is_array else []
-        argument.Description = ua.LocalizedText(arg.description or arg.kind.value)
+        description = arg.description or arg.kind.value
+        argument.Description = ua.LocalizedText(f"{description} (optional)" if arg.optional else description)
         out.append(argument)
     return out

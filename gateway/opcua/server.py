@@ -15,7 +15,8 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from asyncua import Node, Server, ua
 from asyncua.common.callback import CallbackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import __version__
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.jobs.commands import (
@@ -81,6 +83,10 @@ from gateway.tracking.reports import (
 log = get_logger(__name__)
 
 NAMESPACE_URI = "urn:cell-gateway"
+# The server's BuildInfo (Server/ServerStatus/BuildInfo) and the ProductUri of its endpoints.
+PRODUCT_NAME = "cell-gateway"
+PRODUCT_URI = "urn:cell-gateway"
+MANUFACTURER_NAME = "cell-gateway project"
 
 SECURE_POLICIES = [
     ua.SecurityPolicyType.Basic256Sha256_Sign,
@@ -98,7 +104,9 @@ TAG_TYPES = {
     "Program": ua.VariantType.String,
 }
 EVENT_ID = Arg("EventId", Kind.ID, "unique per station, e.g. the PLC's own counter")
-SOURCE_TIME = Arg("SourceTime", Kind.TIME, "when it happened by the PLC's clock; Null = time of receipt")
+SOURCE_TIME = Arg(
+    "SourceTime", Kind.TIME, "when it happened by the PLC's clock; Null or left out = time of receipt", optional=True
+)
 PALLET = Arg("Pallet", Kind.ID, "pallet id, e.g. P3")
 SERIAL = Arg("Serial", Kind.ID, "unit serial")
 JOB_ID = Arg("JobId", Kind.ID, "job id")
@@ -160,7 +168,13 @@ STATION_METHODS: tuple[Method, ...] = (
             PALLET,
             Arg("Job", Kind.TEXT, 'job whose units were loaded; "" = unload only'),
             Arg("Quantity", Kind.UINT32, "number of new units loaded"),
-            Arg("Serials", Kind.TEXTS, "serials of the loaded units; empty = the gateway assigns them"),
+            Arg(
+                "Serials",
+                Kind.TEXTS,
+                "serials of the loaded units; empty or left out = the gateway assigns them",
+                optional=True,
+                default=(),
+            ),
             SOURCE_TIME,
         ),
         (Arg("Serials", Kind.TEXTS, "serials of the loaded units"),),
@@ -242,11 +256,23 @@ JOB_METHODS: tuple[Method, ...] = (
             Arg("Part", Kind.ID, "part number"),
             Arg("Revision", Kind.ID, "part revision"),
             Arg("Quantity", Kind.UINT32, "ordered quantity"),
-            Arg("DueDate", Kind.TIME, "due date; Null = none"),
-            Arg("Priority", Kind.INT32, "larger = more urgent"),
-            Arg("YieldBufferPercent", Kind.DOUBLE, "extra units allowed, %; negative = the cell's default"),
-            Arg("Steps", Kind.TEXTS, "operation codes; empty = default template or automatic mode"),
-            Arg("Pallets", Kind.TEXTS, "allowed pallets; empty = any"),
+            Arg("DueDate", Kind.TIME, "due date; Null or left out = none", optional=True),
+            Arg("Priority", Kind.INT32, "larger = more urgent; left out = 0", optional=True, default=0),
+            Arg(
+                "YieldBufferPercent",
+                Kind.DOUBLE,
+                "extra units allowed, %; negative or left out = the cell's default",
+                optional=True,
+                default=-1.0,
+            ),
+            Arg(
+                "Steps",
+                Kind.TEXTS,
+                "operation codes; empty or left out = default template or automatic mode",
+                optional=True,
+                default=(),
+            ),
+            Arg("Pallets", Kind.TEXTS, "allowed pallets; empty or left out = any", optional=True, default=()),
         ),
         (Arg("JobId", Kind.TEXT),),
         JOB_ROLES,
@@ -397,6 +423,19 @@ def job_values(job: JobView) -> dict[str, Any]:
     }
 
 
+def build_date() -> datetime:
+    """When this copy of the gateway was built or installed: the time of its package metadata (an
+    installed wheel or an editable install), else of the ``gateway`` package's files (a source tree)."""
+    try:
+        dist = metadata.distribution("cell-gateway")
+        record = next((f for f in dist.files or () if f.name == "METADATA"), None)
+        if record is not None:
+            return datetime.fromtimestamp(Path(str(dist.locate_file(record))).stat().st_mtime, UTC)
+    except (metadata.PackageNotFoundError, OSError):
+        pass
+    return datetime.fromtimestamp(Path(__file__).parent.parent.joinpath("__init__.py").stat().st_mtime, UTC)
+
+
 class OpcUaServer:
     """Owns the asyncua server: security, address space, method handlers, tags and publishing."""
 
@@ -428,6 +467,11 @@ class OpcUaServer:
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"cell-gateway {self.config.cell.name}")
+        server.product_uri = PRODUCT_URI
+        server.manufacturer_name = MANUFACTURER_NAME
+        await server.set_build_info(
+            PRODUCT_URI, MANUFACTURER_NAME, PRODUCT_NAME, __version__, __version__, build_date()
+        )
         application_uri = f"urn:{socket.gethostname()}:cell-gateway:{self.config.cell.name}"
         await server.set_application_uri(application_uri)
         await self._security(application_uri)
@@ -939,6 +983,8 @@ def _canonical_line(command: Command, actor: str, answer: Answer) -> None:
     }
     names = {"ReportEventId": "event_id"}
     fields.update({names.get(k, k.lower()): v for k, v in _report_fields(command).items() if v})
+    if isinstance(command, Report) and command.source_time is None:
+        fields["source_time"] = "receipt"  # SourceTime Null or left out: the time of receipt is used
     if answer.reason is not None:
         fields["reason"] = answer.reason.value
         fields["message"] = answer.message

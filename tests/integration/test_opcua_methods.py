@@ -408,7 +408,7 @@ async def test_the_worked_session_of_the_docs(session: Session) -> None:
         assert await m1("CycleEnded", "M1-000104", "P4", "PRG-MILL-100", "ok", t) == "BadEntryExists"
         assert (await events.wait_for("RejectionEventType", ReportEventId="M1-000104")).Reason == "DuplicateEventId"
         assert await m1("PalletArrived", "M1-000106", "P9", t) == "BadNotFound"
-        assert await m1("PalletArrived", "M1-000107", "P4") == "BadArgumentsMissing"
-        assert await m1("PalletArrived", "M1-000107", "P4", t) == "Good"
+        assert await m1("PalletArrived", "M1-000107") == "BadArgumentsMissing"
+        assert await m1("PalletArrived", "M1-000107", "P4") == "Good"
     (text,) = await good(cell.units("Trace", "SN-1"))
     assert [s["operation"] for s in json.loads(text)["steps"]] == ["OP10", "OP20"]  # OP20 once

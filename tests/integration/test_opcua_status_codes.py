@@ -7,7 +7,9 @@ before and after: a refused call changes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,7 @@ async def test_malformed_calls_are_refused_with_per_argument_results_and_not_sto
     gw, cell, log = session.gateway, session.cell, session.events
     l1 = "Cell/Stations/L1"
 
-    result, _ = await refused(
-        gw, log, cell.call(l1, "PalletArrived", "L1-1", "P1"), "BadArgumentsMissing", "InvalidArgument"
-    )
+    result, _ = await refused(gw, log, cell.call(l1, "PalletArrived", "L1-1"), "BadArgumentsMissing", "InvalidArgument")
     result, _ = await refused(
         gw, log, cell.call(l1, "PalletArrived", "L1-1", "P1", NOW, "x"), "BadTooManyArguments", "InvalidArgument"
     )
@@ -337,3 +337,41 @@ async def test_calls_outside_a_role_or_its_stations_are_access_denied(session: S
         await good(erp.jobs("CreateJob", "J1", "PN-1", "A", 1, None, i32(0), 0.0, [], []))
     with pytest.raises(ua.uaerrors.BadUserAccessDenied):  # a gateway-maintained variable, even for an engineer
         await cell.node("Cell/Stations/M1/State").write_value("down", ua.VariantType.String)
+
+
+async def test_a_source_time_left_out_null_or_min_value_means_the_time_of_receipt(session: Session) -> None:
+    """Generic tools cannot send a DateTime: every report may leave SourceTime out (or send Null/MinValue)."""
+    cell = session.cell
+    # CreateJob's trailing arguments may be left out too: here its Pallets (any).
+    assert await good(cell.jobs("CreateJob", "J-T", "PN-3", "A", 3, None, i32(0), 0.0, ["OP50"])) == ["J-T"]
+    await good(cell.jobs("Release", "J-T"))  # a manual line: units start at C1, which serves OP50
+    received = session.clock.now()
+    min_value = ua.Variant(datetime(1601, 1, 1, tzinfo=UTC), ua.VariantType.DateTime)
+    null = ua.Variant(None, ua.VariantType.Null)
+    assert await good(cell.station("C1", "StartUnit", "C1-1", "J-T", "T-1")) == ["T-1"]
+    assert await good(cell.station("C1", "StartUnit", "C1-2", "J-T", "T-2", null)) == ["T-2"]
+    assert await good(cell.station("C1", "StartUnit", "C1-3", "J-T", "T-3", min_value)) == ["T-3"]
+    async with session.connect("operator") as operator:
+        await good(operator.units("Scrap", "OP-1", "T-1", "dropped"))
+        await good(operator.units("Scrap", "OP-1", "T-1", "dropped"))  # a retry gets the stored answer
+    for serial, status in (("T-1", "scrapped"), ("T-2", "in_step"), ("T-3", "in_step")):
+        (text,) = await good(cell.units("Trace", serial))
+        trace = json.loads(text)
+        assert trace["status"] == status
+        assert {e["at"] for e in trace["events"]} == {received.isoformat()}, trace["events"]
+
+    # A required argument is still required; the declared InputArguments say which may be left out.
+    await refused(
+        session.gateway,
+        session.events,
+        cell.station("C1", "StartUnit", "C1-4", "J-T"),
+        "BadArgumentsMissing",
+        "InvalidArgument",
+    )
+    declared = await (await cell.node("Cell/Stations/C1/StartUnit").get_child("0:InputArguments")).read_value()
+    assert [(a.Name, a.Description.Text.endswith("(optional)")) for a in declared] == [
+        ("EventId", False),
+        ("Job", False),
+        ("Serial", False),
+        ("SourceTime", True),
+    ]

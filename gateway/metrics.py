@@ -2,29 +2,51 @@
 
 Served at ``/metrics`` on the gateway's HTTP port. Counting happens in a writer listener (after the
 commit, outside the hot path of the OPC UA handler) and costs a few dictionary updates per report.
+
+Besides the gateway's own metrics the registry carries prometheus_client's process metrics
+(``process_resident_memory_bytes``, ``process_cpu_seconds_total``, open file descriptors, ...) and
+Python platform info, ``cellgw_build_info{version}`` (always 1), ``cellgw_station_state{station,
+state}`` (1 for each station's current state, 0 for the others, read from the committed view) and
+``cellgw_station_last_report_age_seconds{station}``: seconds, on the gateway's clock, since the
+receipt of the station's last committed report. A station that has not reported since the gateway
+started has no age sample (the metric tracks receipts seen by this process).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.service.writer import Committed, Writer
 from gateway.tracking.reports import Report
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# Every value StationView.state takes; each station gets one sample per state (1 for the current one).
+STATION_STATES = ("idle", "occupied", "running", "down")
+
 
 class _Live(Collector):
     """Gauges computed when scraped: nothing to keep in step."""
 
-    def __init__(self, writer: Writer, sessions: Callable[[], int]) -> None:
+    def __init__(self, writer: Writer, sessions: Callable[[], int], last_reports: dict[str, datetime]) -> None:
         self.writer = writer
         self.sessions = sessions
+        self.last_reports = last_reports
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         view = self.writer.view
@@ -47,6 +69,23 @@ class _Live(Collector):
         audits = GaugeMetricFamily("cellgw_open_lost_audits", "Units flagged for a Lost Audit.")
         audits.add_metric([], len(view.audits))
         yield audits
+        states = GaugeMetricFamily(
+            "cellgw_station_state", "1 for the station's current state, 0 for its other states.",
+            labels=["station", "state"],
+        )  # fmt: skip
+        for station in view.stations.values():
+            for state in STATION_STATES:
+                states.add_metric([station.id, state], 1.0 if station.state == state else 0.0)
+        yield states
+        now = self.writer.clock.now()
+        age = GaugeMetricFamily(
+            "cellgw_station_last_report_age_seconds",
+            "Seconds since the station's last committed report was received (gateway clock).",
+            labels=["station"],
+        )
+        for station_id, at in sorted(self.last_reports.items()):
+            age.add_metric([station_id], max(0.0, (now - at).total_seconds()))
+        yield age
         stats = self.writer.stats
         internal = CounterMetricFamily(
             "cellgw_internal_errors", "Commands refused because the gateway failed on them (InternalError)."
@@ -85,7 +124,14 @@ class Metrics:
             "cellgw_commit_seconds", "Time to save and commit one batch.",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=self.registry,
         )  # fmt: skip
-        self.registry.register(_Live(writer, sessions))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.build_info = Gauge(
+            "cellgw_build_info", "Always 1; the gateway's version in a label.", ["version"], registry=self.registry
+        )
+        self.build_info.labels(__version__).set(1)
+        self.last_reports: dict[str, datetime] = {}
+        self.registry.register(_Live(writer, sessions, self.last_reports))
         self._writer = writer
         writer.subscribe(self.on_commit)
 
@@ -95,9 +141,15 @@ class Metrics:
             self.commit_seconds.observe(seconds)
         for item in batch.applied:
             command = item.command
-            station = command.station if isinstance(command, Report) else command.source
-            self.reports.labels(station, command.kind).inc()
             answer = item.answer
+            if isinstance(command, Report):
+                station = command.station
+                # refused reports count too (the station is talking); unknown station ids do not
+                if not answer.replayed and station in batch.view.stations:
+                    self.last_reports[station] = answer.at
+            else:
+                station = command.source
+            self.reports.labels(station, command.kind).inc()
             if answer.replayed:
                 self.replays.inc()
             elif answer.reason is not None:

@@ -761,7 +761,11 @@ class OpcUaServer:
         if self._published.get(node.nodeid, object()) == value:
             return
         self._published[node.nodeid] = value
-        await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
+        # SourceTimestamp: when the gateway produced the value (its clock); ServerTimestamp: when the
+        # server took it. Clients (historians, SCADA) read both.
+        produced = self.writer.clock.now()
+        data = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=produced, ServerTimestamp=datetime.now(UTC))
+        await self.server.write_attribute_value(node.nodeid, data)
 
     async def _publish_jobs(self, view: CellView) -> None:
         """The jobs loaded at start; a done job that nobody closed is published again only when it

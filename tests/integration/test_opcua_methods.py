@@ -255,6 +255,10 @@ async def test_job_methods_move_a_job_through_its_states(session: Session) -> No
     # a Created job is invisible to the shop floor: its creation raised no event
     assert not [e for e in events.events if getattr(e, "ToState", None) == "Created"]
     await cell.wait_for(f"Cell/Jobs/{job}/State", "Released")
+    # a historian or SCADA reads when each value was produced and when the server took it
+    state = await cell.node(f"Cell/Jobs/{job}/State").read_data_value()
+    assert state.SourceTimestamp == session.clock.now()
+    assert state.ServerTimestamp is not None
     values = {name: await cell.read(f"Cell/Jobs/{job}/{name}") for name in JOB_VARIABLES}
     assert values == {
         "Part": "PN-7",

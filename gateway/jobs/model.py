@@ -186,34 +186,30 @@ class Cost:
         self._add("expected", kind, seconds)
 
     def _add(self, which: str, kind: CostKind, seconds: float | None) -> None:
-        name = _FIELD[kind]
         if seconds is None:
-            key = f"{which}_{kind.value}"
+            key = _UNKNOWN_KEY[which, kind]
             self.unknown[key] = self.unknown.get(key, 0) + 1
             if which == "elapsed":
                 self.unknown_elapsed += 1
             else:
                 self.unknown_expected += 1
             return
-        attribute = f"{which}_{name}"
+        attribute = _ATTRIBUTE[which, kind]
         setattr(self, attribute, getattr(self, attribute) + seconds)
 
     def elapsed(self, kind: CostKind) -> float:
-        return float(getattr(self, f"elapsed_{_FIELD[kind]}"))
+        return float(getattr(self, _ATTRIBUTE["elapsed", kind]))
 
     def expected(self, kind: CostKind) -> float:
-        return float(getattr(self, f"expected_{_FIELD[kind]}"))
+        return float(getattr(self, _ATTRIBUTE["expected", kind]))
 
     def unknown_of(self, which: str, kind: CostKind) -> int:
         """How many ``which`` ("elapsed" or "expected") contributions of ``kind`` were not known."""
-        return self.unknown.get(f"{which}_{kind.value}", 0)
+        return self.unknown.get(_UNKNOWN_KEY[which, kind], 0)
 
     def add(self, other: Cost) -> None:
-        for kind in CostKind:
-            name = _FIELD[kind]
-            for which in ("elapsed", "expected"):
-                attribute = f"{which}_{name}"
-                setattr(self, attribute, getattr(self, attribute) + getattr(other, attribute))
+        for attribute in _ATTRIBUTE.values():
+            setattr(self, attribute, getattr(self, attribute) + getattr(other, attribute))
         self.unknown_elapsed += other.unknown_elapsed
         self.unknown_expected += other.unknown_expected
         for key, count in other.unknown.items():
@@ -231,6 +227,10 @@ _FIELD = {
     CostKind.WASH: "wash",
     CostKind.INSPECTION: "inspection",
 }
+# ("elapsed" | "expected", kind) -> the Cost attribute, and the key of its unknown count: built once, as
+# every step a unit leaves adds to them.
+_ATTRIBUTE = {(which, kind): f"{which}_{name}" for kind, name in _FIELD.items() for which in ("elapsed", "expected")}
+_UNKNOWN_KEY = {(which, kind): f"{which}_{kind.value}" for kind in CostKind for which in ("elapsed", "expected")}
 
 
 @dataclass(slots=True)
@@ -298,8 +298,7 @@ class Job:
 
     @property
     def target_reached(self) -> bool:
-        """The ordered quantity is finished: the ERP may close the job."""
-        return self.finished >= self.quantity > 0
+        return target_reached(self.finished, self.quantity)
 
     @property
     def shop_floor_visible(self) -> bool:
@@ -307,6 +306,11 @@ class Job:
 
     def allows_pallet(self, pallet: str) -> bool:
         return not self.pallets or pallet in self.pallets
+
+
+def target_reached(finished: int, quantity: int) -> bool:
+    """The ordered quantity is finished (units may still be in WIP): the ERP may close the job."""
+    return finished >= quantity > 0
 
 
 @lru_cache(maxsize=4096)

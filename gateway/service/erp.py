@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.config import CellConfig
 from gateway.errors import Reason, Refused
-from gateway.jobs.model import UnitStatus
+from gateway.jobs.model import UnitStatus, target_reached
 from gateway.orders.costs import TIME_FIELDS, OverrunFinding, overrun_report
 from gateway.storage import orders_rows as O
 from gateway.storage import schema as S
@@ -348,7 +348,7 @@ def _job_item(r: Any) -> Item:
         "finished": r.finished,
         "scrapped": r.scrapped,
         "wip": r.started - r.scrapped - r.finished,
-        "target_reached": r.finished >= r.quantity > 0,
+        "target_reached": target_reached(r.finished, r.quantity),
         "due": r.due,
         "priority": r.priority,
         "created_at": r.created_at,

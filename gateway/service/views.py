@@ -15,7 +15,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from gateway.jobs.model import Job, JobState
+from gateway.jobs.model import Job, JobState, target_reached
 from gateway.tracking.cell import is_load_candidate
 from gateway.tracking.model import CellModel
 
@@ -69,8 +69,7 @@ class JobView:
 
     @property
     def target_reached(self) -> bool:
-        """Its ordered quantity is finished (units may still be in WIP): the ERP may close it."""
-        return self.finished >= self.quantity > 0
+        return target_reached(self.finished, self.quantity)
 
     @property
     def done(self) -> bool:

@@ -19,6 +19,17 @@ from gateway.jobs.commands import ApproveTemplate, CreateTemplate, SetDefaultTem
 from gateway.orders.costs import unit_cost
 from gateway.storage import rows as R
 from gateway.storage import schema as S
+from gateway.tracking.reports import (
+    CycleEnded,
+    CycleResult,
+    CycleStarted,
+    LoadCompleted,
+    PalletArrived,
+    PalletDeparted,
+    ScanIn,
+    ScanOut,
+    ScanResult,
+)
 from tests.integration.erp_support import ERP_CELL, T0, Erp, day, demo_toml, erp_gateway
 
 MakeConfig = Callable[..., CellConfig]
@@ -643,18 +654,6 @@ async def test_a_cost_report_sums_what_was_measured_and_counts_what_was_not(
     machining "the amount of time a pallet spends at the machine". A pallet whose arrival at the mill
     was never reported has no measurable machining time: the report counts it unknown and still sums
     the part's measured labor, wash and inspection (control: a part whose every move was reported)."""
-    from gateway.tracking.reports import (
-        CycleEnded,
-        CycleResult,
-        CycleStarted,
-        LoadCompleted,
-        PalletArrived,
-        PalletDeparted,
-        ScanIn,
-        ScanOut,
-        ScanResult,
-    )
-
     async with erp_gateway(make_config, demo_toml(tmp_path, assign_at_unload=True)) as erp:
         await erp.order("FIRST", {"ABC123": 1}, due=day(1))
         await erp.order("SECOND", {"ABC123": 1}, due=day(2))

@@ -26,13 +26,14 @@ from gateway import __version__
 from gateway.bootstrap import build_model
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
+from gateway.http.auth import login_guard
 from gateway.http.server import HttpServer
 from gateway.jobs.commands import FlagStaleUnits
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, opcua_session_count
 from gateway.opcua.server import OpcUaServer
 from gateway.service.writer import Writer
-from gateway.storage.database import create_engine, sqlite_path
+from gateway.storage.database import create_engine, sqlite_path, unwritable
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
 from gateway.web.status import router as status_router
@@ -80,7 +81,11 @@ def _database_failure(url: str, exc: BaseException) -> StartupFailure:
     parsed = make_url(url)
     path = sqlite_path(url)
     if path is not None:
-        return StartupFailure("database_unavailable", EXIT_DATABASE, file=str(path), error=_why(exc))
+        error = _why(exc)
+        read_only = unwritable(url)  # SQLite cannot even read a WAL database whose folder it cannot write
+        if read_only is not None:
+            error = f"{error} ({read_only})"
+        return StartupFailure("database_unavailable", EXIT_DATABASE, file=str(path), error=error)
     return StartupFailure(
         "database_unavailable",
         EXIT_DATABASE,
@@ -112,10 +117,21 @@ class Gateway:
             self.clock,
             max_queue=config.server.max_queued_commands,
         )
-        self.opcua = OpcUaServer(config, self.writer, self.engine)
-        self.metrics = Metrics(self.writer, opcua_session_count(self.opcua.server))
+        # One guard for every password login, OPC UA or HTTP: a peer's failures count across both.
+        self.logins = login_guard(config)
+        self.opcua = OpcUaServer(config, self.writer, self.engine, logins=self.logins)
+        self.metrics = Metrics(
+            self.writer,
+            opcua_session_count(self.opcua.server),
+            logins=self.logins.stats,
+            connections=self.opcua.edge_stats,
+        )
         status = status_router(self.writer, self.engine, self.metrics, self.opcua.is_listening, self.clock)
-        self.http = HttpServer(config, self.writer, self.engine, routers=[status]) if config.server.http_port else None
+        self.http = (
+            HttpServer(config, self.writer, self.engine, routers=[status], logins=self.logins)
+            if config.server.http_port
+            else None
+        )
         self.ready = asyncio.Event()
 
     @property
@@ -164,6 +180,7 @@ class Gateway:
             if http_socket is not None:
                 http_socket.close()
             self.writer.close()
+            self.logins.close()
             await self.engine.dispose()
 
     async def _start_opcua(self) -> None:
@@ -176,18 +193,34 @@ class Gateway:
             raise _address_failure("opcua", endpoint.hostname or "", endpoint.port or 0, exc) from exc
 
     async def _stop_serving(self, http: asyncio.Task[None] | None = None) -> None:
-        """Stop taking calls, then let the writer commit what it already took, within the grace."""
+        """Stop taking calls, let the writer commit what it already took, then stop, within the grace.
+
+        1. OPC UA accepts no new connection and answers every new method call BadServerHalted (not
+           stored); HTTP accepts no new connection (uvicorn lets the requests in flight finish).
+        2. The calls and requests taken are answered: their commands are committed by the writer.
+        3. The OPC UA server closes its sessions; the writer stops (``run`` cancels it after this).
+        """
         grace = self.config.server.shutdown_grace_seconds
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(grace):
+                await self.opcua.stop_taking()
                 if self.http is not None:
                     self.http.stop()
-                await self.opcua.stop()
+                log.info("gateway_draining", queued=self.writer.queue_depth)
+                await self.opcua.calls_answered()
                 if http is not None:
                     await http  # requests in flight finish: their commands are answered by the writer
                 await self.writer.wait_idle()
         except TimeoutError:
             log.error("gateway_stop_timed_out", grace_seconds=grace, queued=self.writer.queue_depth)
+        log.info("gateway_drained", seconds=round(loop.time() - started, 3), counter=self.writer.counter)
+        try:
+            async with asyncio.timeout(max(0.5, grace - (loop.time() - started))):
+                await self.opcua.stop()
+        except TimeoutError:
+            log.error("opcua_stop_timed_out", grace_seconds=grace)
 
     @staticmethod
     async def _essential(work: Coroutine[Any, Any, None], name: str, stop: asyncio.Event) -> None:

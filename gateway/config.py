@@ -38,6 +38,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway.security.logins import LoginPolicy
 from gateway.security.passwords import is_password_hash
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "DatabaseSettings",
+    "LimitSettings",
     "Operation",
     "OperationKind",
     "Role",
@@ -183,6 +185,39 @@ class ServerSettings(_Model):
         return value
 
 
+class LimitSettings(_Model):
+    """What all peers together, and one peer address, may take of the gateway (docs/operations.md)."""
+
+    # OPC UA connections: open at once, from one peer address, and how long a new connection may take
+    # to say HELLO and to activate a session before it is closed (stalled peers cannot hold slots).
+    max_connections: int = Field(default=200, ge=1, le=10_000)
+    max_connections_per_peer: int = Field(default=50, ge=1, le=10_000)
+    hello_timeout_seconds: float = Field(default=5, gt=0, le=300)
+    activation_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    max_sessions: int = Field(default=100, ge=1, le=10_000)
+    # Password logins (OPC UA and HTTP Basic): argon2 checks at once and waiting, and the back-off after
+    # `login_failures` failures within `login_window_seconds` for one user or from one peer address.
+    login_workers: int = Field(default=1, ge=1, le=16)
+    login_queue: int = Field(default=16, ge=1, le=1000)
+    login_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_seconds: float = Field(default=60, gt=0)
+    login_backoff_seconds: float = Field(default=2, gt=0)
+    login_backoff_max_seconds: float = Field(default=60, gt=0)
+    # HTTP: the largest request body accepted (413 beyond), and requests served at once (503 beyond).
+    http_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    http_max_concurrent_requests: int = Field(default=32, ge=1, le=10_000)
+
+    def login_policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            workers=self.login_workers,
+            queue=self.login_queue,
+            failures=self.login_failures,
+            window_seconds=self.login_window_seconds,
+            backoff_seconds=self.login_backoff_seconds,
+            backoff_max_seconds=self.login_backoff_max_seconds,
+        )
+
+
 class DatabaseSettings(_Model):
     """Where the event log and the cell's state are stored."""
 
@@ -295,6 +330,7 @@ class CellConfig(_Model):
     cell: CellSettings
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     stations: tuple[Station, ...]
     operations: tuple[Operation, ...]
     pallets: tuple[Ident, ...] = ()
@@ -453,6 +489,7 @@ _TABLES: Mapping[str, type[_Model]] = {
     "cell": CellSettings,
     "server": ServerSettings,
     "database": DatabaseSettings,
+    "limits": LimitSettings,
     "capacity": CapacitySettings,
 }
 _ARRAYS: Mapping[str, type[_Model]] = {"stations": Station, "operations": Operation, "users": User}

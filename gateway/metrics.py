@@ -31,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway import __version__
+from gateway.opcua.transport import EdgeStats
+from gateway.security.logins import LoginStats
 from gateway.service.writer import Committed, Writer
 from gateway.tracking.reports import Report
 
@@ -43,10 +45,19 @@ STATION_STATES = ("idle", "occupied", "running", "down")
 class _Live(Collector):
     """Gauges computed when scraped: nothing to keep in step."""
 
-    def __init__(self, writer: Writer, sessions: Callable[[], int], last_reports: dict[str, datetime]) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        sessions: Callable[[], int],
+        last_reports: dict[str, datetime],
+        logins: LoginStats | None,
+        connections: EdgeStats | None,
+    ) -> None:
         self.writer = writer
         self.sessions = sessions
         self.last_reports = last_reports
+        self.logins = logins
+        self.connections = connections
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         view = self.writer.view
@@ -102,10 +113,58 @@ class _Live(Collector):
         )
         behind.add_metric([], self.writer.feed.behind)
         yield behind
+        yield from self._edges()
+
+    def _edges(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Password logins (OPC UA and HTTP) and OPC UA connection limits (docs/operations.md)."""
+        if self.logins is not None:
+            logins = CounterMetricFamily(
+                "cellgw_logins", "Password logins answered, by verdict (ok, refused, backed_off, busy).",
+                labels=["verdict"],
+            )  # fmt: skip
+            for verdict, count in sorted(self.logins.verdicts.items()):
+                logins.add_metric([verdict], count)
+            yield logins
+            checks = CounterMetricFamily("cellgw_login_checks", "Password hashes checked (argon2 runs).")
+            checks.add_metric([], self.logins.checks)
+            yield checks
+            backoffs = CounterMetricFamily(
+                "cellgw_login_backoffs", "Login back-off episodes started, per user name or per peer address.",
+                labels=["kind"],
+            )  # fmt: skip
+            for kind, count in sorted(self.logins.backoffs.items()):
+                backoffs.add_metric([kind], count)
+            yield backoffs
+        if self.connections is not None:
+            stats = self.connections
+            open_now = GaugeMetricFamily("cellgw_opcua_connections_open", "OPC UA connections open now.")
+            open_now.add_metric([], stats.open)
+            yield open_now
+            closed = CounterMetricFamily(
+                "cellgw_opcua_connections_limited",
+                "OPC UA connections turned away or closed by a limit, by what happened.",
+                labels=["what"],
+            )
+            for what, count in (
+                ("evicted", stats.evicted),
+                ("refused", stats.refused),
+                ("hello_timeout", stats.hello_timeouts),
+                ("activation_timeout", stats.activation_timeouts),
+                ("session_refused", stats.refused_sessions),
+            ):
+                closed.add_metric([what], count)
+            yield closed
 
 
 class Metrics:
-    def __init__(self, writer: Writer, sessions: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        sessions: Callable[[], int] = lambda: 0,
+        *,
+        logins: LoginStats | None = None,
+        connections: EdgeStats | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.reports = Counter(
             "cellgw_reports", "Reports and commands committed, by station and kind.", ["station", "kind"],
@@ -131,7 +190,7 @@ class Metrics:
         )
         self.build_info.labels(__version__).set(1)
         self.last_reports: dict[str, datetime] = {}
-        self.registry.register(_Live(writer, sessions, self.last_reports))
+        self.registry.register(_Live(writer, sessions, self.last_reports, logins, connections))
         self._writer = writer
         writer.subscribe(self.on_commit)
 

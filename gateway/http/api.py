@@ -18,16 +18,17 @@ import fastapi_offline
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.config import CellConfig, User
 from gateway.errors import Reason
 from gateway.http import models as M
-from gateway.http.auth import REALM, Authenticator
+from gateway.http.auth import REALM, Authenticator, BasicScheme, authenticated_user, login_guard
+from gateway.http.edge import Edge
 from gateway.http.problems import PROBLEM_RESPONSES, install, refused
 from gateway.logging import get_logger
 from gateway.orders.commands import (
@@ -44,6 +45,7 @@ from gateway.orders.commands import (
     UnassignSerial,
     UpdateOrder,
 )
+from gateway.security.logins import LoginGuard
 from gateway.service import erp
 from gateway.service.writer import Answer, Writer
 
@@ -143,6 +145,9 @@ class RequestLog:
                 "user": scope.get("state", {}).get("user", ""),
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             }
+            why = scope.get("state", {}).get("why")
+            if why:
+                fields["why"] = why
             if status >= 500:
                 log.error("http_request", **fields)
             else:
@@ -150,11 +155,18 @@ class RequestLog:
 
 
 def create_app(
-    writer: Writer, engine: AsyncEngine, config: CellConfig, *, routers: Sequence[APIRouter] = ()
+    writer: Writer,
+    engine: AsyncEngine,
+    config: CellConfig,
+    *,
+    routers: Sequence[APIRouter] = (),
+    logins: LoginGuard | None = None,
 ) -> FastAPI:
-    """The ERP API on this writer (changes) and engine (reads), with the users and capacity of ``config``.
+    """The ERP API on this writer (changes) and engine (reads), with the users, capacity and limits of ``config``.
 
     ``routers`` are served on the same port without the ERP credentials (the status page, metrics).
+    ``logins`` checks the passwords (default: a guard of its own from ``config``; the gateway passes
+    the one its OPC UA server uses, so back-offs and remembered logins are shared).
     """
     app = FastAPI(
         title="cell-gateway ERP API",
@@ -166,18 +178,28 @@ def create_app(
     )
     add_docs(app)
     install(app)
-    app.add_middleware(RequestLog)
-    authenticator = Authenticator(config.users)
-    basic = HTTPBasic(auto_error=False, realm=REALM, description="a user with role erp or engineer")
+    authenticator = Authenticator(config.users, logins if logins is not None else login_guard(config))
+    api_routes: list[BaseRoute] = []
 
-    async def current_user(
-        request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
-    ) -> User:
-        user = await authenticator.authenticate(
-            credentials.username if credentials else None, credentials.password if credentials else None
-        )
-        request.state.user = user.name
-        return user
+    def protected(scope: Scope) -> bool:
+        # A path of the ERP API, whatever the method: its credentials are checked before anything else.
+        return any(route.matches(scope)[0] is not Match.NONE for route in api_routes)
+
+    app.add_middleware(
+        Edge,
+        authenticator=authenticator,
+        protected=protected,
+        max_body=config.limits.http_max_body_bytes,
+        max_concurrent=config.limits.http_max_concurrent_requests,
+    )
+    app.add_middleware(RequestLog)  # outermost: it logs the edge's refusals too
+    basic = BasicScheme(
+        scheme_name="HTTPBasic", auto_error=False, realm=REALM, description="a user with role erp or engineer"
+    )
+
+    async def current_user(request: Request, _: Annotated[None, Depends(basic)]) -> User:
+        # Authenticated by the Edge before the body was read; the scheme shows in the OpenAPI description.
+        return authenticated_user(request)
 
     Who = Annotated[User, Depends(current_user)]
     api = APIRouter(dependencies=[Depends(current_user)])
@@ -447,6 +469,7 @@ def create_app(
         return await page(erp.list_audit, subject=subject, action=action, after=after, limit=limit)
 
     app.include_router(api)
+    api_routes.extend(api.routes)
     for router in routers:
         app.include_router(router)
     return app

@@ -7,34 +7,40 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from gateway import limits
+
 
 def _storable(value: str) -> str:
-    # JSON may carry lone surrogates and NUL characters; neither can be stored (nor logged) as text.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    # JSON may carry lone surrogates, NUL and control characters; none can be stored (nor logged) as text.
+    problem = limits.text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
 Storable = AfterValidator(_storable)
 
+# Every length, pattern and number below comes from gateway/limits.py, as the OPC UA checks do.
 # Ids travel in URLs and log lines: letters, digits and . _ : - only, starting with a letter or digit.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
-PartName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
-Serial = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$"), Storable]
-Text = Annotated[str, StringConstraints(max_length=500), Storable]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Storable]
-Casting = Annotated[str, StringConstraints(max_length=64), Storable]
-Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
-Count = Annotated[int, Field(ge=0, le=1_000_000)]
-Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="larger = more urgent")]
+ID_PATTERN = limits.NODE_ID_PATTERN
+_ID_MAX = limits.MAX_ID_LENGTH
+_QUANTITY_MAX = limits.MAX_JOB_QUANTITY
+Id = Annotated[str, StringConstraints(min_length=1, max_length=_ID_MAX, pattern=ID_PATTERN)]
+PartName = Annotated[str, StringConstraints(min_length=1, max_length=_ID_MAX, pattern=ID_PATTERN)]
+Serial = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=limits.MAX_SERIAL_LENGTH, pattern=limits.PRINTABLE_ID_PATTERN),
+    Storable,
+]
+Text = Annotated[str, StringConstraints(max_length=limits.MAX_TEXT_LENGTH), Storable]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=limits.MAX_TEXT_LENGTH), Storable]
+Casting = Annotated[str, StringConstraints(max_length=_ID_MAX), Storable]
+Quantity = Annotated[int, Field(ge=1, le=_QUANTITY_MAX)]
+Count = Annotated[int, Field(ge=0, le=_QUANTITY_MAX)]
+Priority = Annotated[int, Field(ge=-limits.MAX_PRIORITY, le=limits.MAX_PRIORITY, description="larger = more urgent")]
 Parts = Annotated[
     dict[PartName, Quantity],
-    Field(min_length=1, max_length=100),
+    Field(min_length=1, max_length=limits.MAX_PARTS_PER_ORDER),
     # One schema for the keys (propertyNames) rather than pydantic's patternProperties, which would let
     # a client read any other key as allowed.
     WithJsonSchema(
@@ -42,9 +48,9 @@ Parts = Annotated[
             "type": "object",
             "description": "part name -> quantity",
             "minProperties": 1,
-            "maxProperties": 100,
-            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN},
-            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "maxProperties": limits.MAX_PARTS_PER_ORDER,
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": _ID_MAX, "pattern": ID_PATTERN},
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": _QUANTITY_MAX},
         }
     ),
 ]
@@ -92,7 +98,7 @@ class ReplacementIn(_In):
     quantity: Quantity = 1
     due: date
     priority: Priority = 0
-    replaces: Annotated[str, StringConstraints(max_length=64, pattern=r"^$|" + ID_PATTERN)] = ""
+    replaces: Annotated[str, StringConstraints(max_length=_ID_MAX, pattern=r"^$|" + ID_PATTERN)] = ""
     casting: Casting = ""
     reason: Reason
 
@@ -110,7 +116,7 @@ class ScheduleIn(_In):
 
 
 class SerialsIn(_In):
-    serials: Annotated[list[Serial], Field(min_length=1, max_length=1000)]
+    serials: Annotated[list[Serial], Field(min_length=1, max_length=limits.MAX_SERIALS_PER_CALL)]
     reason: Text = ""
 
 

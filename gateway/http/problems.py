@@ -2,8 +2,14 @@
 
 Every error the API returns is ``application/problem+json`` with the stable ``reason`` code of the OPC
 UA contract (``NotFound``, ``DuplicateId``, ``InvalidTransition``, ...), so an ERP client acts on the
-same codes a PLC programmer reads in a RejectionEvent. ``StoreUnavailable`` is the one HTTP-only code:
-the store could not commit, nothing was changed, the request may be retried.
+same codes a PLC programmer reads in a RejectionEvent. A few codes are HTTP-only, and each says the
+request changed nothing and may be sent again (after ``Retry-After`` seconds where given):
+
+- ``StoreUnavailable`` (503): the store could not commit;
+- ``BodyTooLarge`` (413): the body is over ``limits.http_max_body_bytes``;
+- ``Busy`` (503): ``limits.http_max_concurrent_requests`` requests are being served, or too many logins
+  are being checked at once;
+- ``LoginBackedOff`` (429): too many failed logins for this user name or from this address.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ log = get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 STORE_UNAVAILABLE = "StoreUnavailable"
+BODY_TOO_LARGE = "BodyTooLarge"
+BUSY = "Busy"
+LOGIN_BACKED_OFF = "LoginBackedOff"
 
 STATUS_OF: dict[Reason, int] = {
     Reason.INVALID_ARGUMENT: 422,
@@ -53,9 +62,11 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict with the current state",
+    413: "Request body too large",
     422: "Invalid request",
+    429: "Too many failed logins",
     500: "Internal error",
-    503: "Store unavailable",
+    503: "Service unavailable",
 }
 
 
@@ -66,7 +77,10 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str = ""
-    reason: str = Field(description="stable code, the same as the OPC UA contract's Reason (or StoreUnavailable)")
+    reason: str = Field(
+        description="stable code, the same as the OPC UA contract's Reason, or one of the HTTP-only "
+        "StoreUnavailable, BodyTooLarge, Busy, LoginBackedOff"
+    )
     instance: str = ""
     errors: list[dict[str, Any]] | None = Field(default=None, description="per-field problems of a 422")
 

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import CellConfig
 from gateway.http.api import create_app
+from gateway.http.auth import login_guard
+from gateway.security.logins import LoginGuard
 from gateway.service.writer import Writer
 
 
@@ -39,11 +41,22 @@ class _Server(uvicorn.Server):
 
 class HttpServer:
     def __init__(
-        self, config: CellConfig, writer: Writer, engine: AsyncEngine, *, routers: Sequence[APIRouter] = ()
+        self,
+        config: CellConfig,
+        writer: Writer,
+        engine: AsyncEngine,
+        *,
+        routers: Sequence[APIRouter] = (),
+        logins: LoginGuard | None = None,
     ) -> None:
+        """``logins`` checks the ERP API's passwords; without one the server makes (and closes) its own."""
         self.host = config.server.http_host
         self.port = config.server.http_port
-        self.app: FastAPI = create_app(writer, engine, config, routers=routers)
+        self._own_logins: LoginGuard | None = None
+        if logins is None:
+            logins = self._own_logins = login_guard(config)
+        self.logins = logins
+        self.app: FastAPI = create_app(writer, engine, config, routers=routers, logins=self.logins)
         self._server = _Server(
             uvicorn.Config(
                 self.app,
@@ -78,7 +91,11 @@ class HttpServer:
         return sock
 
     async def serve(self, sock: socket.socket) -> None:
-        await self._server.serve(sockets=[sock])
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            if self._own_logins is not None:
+                self._own_logins.close()
 
     async def listening(self) -> None:
         await self._server.listening.wait()

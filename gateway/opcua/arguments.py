@@ -2,6 +2,8 @@
 
 Each method declares its inputs as :class:`Arg` values; :func:`parse` checks count, types and values and
 returns either the Python values or a :class:`Malformed` with per-argument results for the caller.
+Lengths, characters, array sizes and quantities are checked against ``gateway/limits.py``: an argument
+over a limit is answered BadInvalidArgument (text) or BadOutOfRange (a number or a list too large).
 Trailing arguments declared ``optional`` may be left out of a call (generic tools such as asyncua's
 ``uacall`` cannot send a DateTime): a left-out argument takes its ``default``, as a Null variant does.
 """
@@ -15,6 +17,9 @@ from enum import Enum
 from typing import Any
 
 from asyncua import ua
+
+from gateway import limits
+from gateway.limits import TextRule
 
 V = ua.VariantType
 _INTEGERS = {V.SByte, V.Byte, V.Int16, V.UInt16, V.Int32, V.UInt32, V.Int64, V.UInt64}
@@ -42,6 +47,15 @@ class Arg:
     words: tuple[str, ...] = ()  # for Kind.WORD: accepted words, matched case-insensitively
     optional: bool = False  # may be left out when every argument after it is left out too
     default: Any = None  # the value of a left-out optional argument
+    rule: TextRule | None = None  # text kinds (each entry of TEXTS): length and characters; None = the kind's default
+    maximum: int | None = None  # UINT32/INT32: the largest value taken (below the type's own range)
+    max_items: int = limits.MAX_LIST_LENGTH  # TEXTS: the most entries taken in one call
+
+    @property
+    def text_rule(self) -> TextRule:
+        if self.rule is not None:
+            return self.rule
+        return limits.TEXT if self.kind is Kind.TEXT else limits.ID
 
     @property
     def variant_type(self) -> ua.VariantType:
@@ -93,7 +107,12 @@ def parse(variants: Sequence[Any], spec: Sequence[Arg]) -> list[Any] | Malformed
             problems.append(f"{arg.name}: {problem}")
             type_mismatch |= code == ua.StatusCodes.BadTypeMismatch
     if problems:
-        overall = ua.StatusCodes.BadTypeMismatch if type_mismatch else ua.StatusCodes.BadInvalidArgument
+        if type_mismatch:
+            overall = ua.StatusCodes.BadTypeMismatch
+        elif all(r.value in (_GOOD, _OUT_OF_RANGE) for r in results):
+            overall = ua.StatusCodes.BadOutOfRange  # every problem is a number or a list above its limit
+        else:
+            overall = ua.StatusCodes.BadInvalidArgument
         return Malformed(ua.StatusCode(overall), results, "; ".join(problems))
     return values
 
@@ -101,6 +120,8 @@ def parse(variants: Sequence[Any], spec: Sequence[Arg]) -> list[Any] | Malformed
 # Looked up once: enum attribute access on a class is slow enough to show in a profile of the hot path.
 _GOOD = ua.StatusCodes.Good
 _MISMATCH = ua.StatusCodes.BadTypeMismatch
+_INVALID = ua.StatusCodes.BadInvalidArgument
+_OUT_OF_RANGE = ua.StatusCodes.BadOutOfRange
 _TEXT_KINDS = frozenset({Kind.TEXT, Kind.ID, Kind.WORD})
 
 
@@ -116,19 +137,24 @@ def _one(variant: Any, arg: Arg) -> tuple[int, Any, str]:
             return mismatch, None, f"expected {kind.value}, got {_describe(variant)}"
         text = (value or "").strip()
         if kind is Kind.ID and not text:
-            return ua.StatusCodes.BadInvalidArgument, None, "must not be empty"
+            return _INVALID, None, "must not be empty"
         if kind is Kind.WORD:
             word = text.casefold()
             if word not in arg.words:
-                return ua.StatusCodes.BadInvalidArgument, None, f"{value!r} is not one of {', '.join(arg.words)}"
+                return _INVALID, None, f"{_shown(value or '')} is not one of {', '.join(arg.words)}"
             return good, word, ""
+        problem = arg.text_rule.problem(text)
+        if problem:
+            return _INVALID, None, problem
         return good, text, ""
     if kind in (Kind.UINT32, Kind.INT32):
         if vtype not in _INTEGERS or isinstance(value, bool | list):
             return mismatch, None, f"expected {kind.value}, got {_describe(variant)}"
         low, high = _RANGES[arg.variant_type]
+        if arg.maximum is not None:
+            low, high = max(low, -arg.maximum), min(high, arg.maximum)
         if not low <= int(value) <= high:
-            return ua.StatusCodes.BadOutOfRange, None, f"{value} is outside {low}..{high}"
+            return _OUT_OF_RANGE, None, f"{value} is outside {low}..{high}"
         return good, int(value), ""
     if kind is Kind.DOUBLE:
         if vtype not in (_INTEGERS | {V.Float, V.Double}) or isinstance(value, bool | list):
@@ -147,22 +173,40 @@ def _one(variant: Any, arg: Arg) -> tuple[int, Any, str]:
     # Kind.TEXTS
     if vtype is V.Null or value is None:
         return good, (), ""
-    if vtype is not V.String or not isinstance(value, list):
+    if (
+        vtype is not V.String
+        or not isinstance(value, list)
+        or len(getattr(variant, "Dimensions", None) or ()) > 1  # a matrix (String[][]), not a list
+        or not all(isinstance(v, str | None) for v in value)
+    ):
         return mismatch, None, f"expected String[], got {_describe(variant)}"
+    too_many = limits.count_problem("entries", len(value), arg.max_items)
+    if too_many:
+        return _OUT_OF_RANGE, None, too_many
     items = tuple((v or "").strip() for v in value)
     if any(not item for item in items):
-        return ua.StatusCodes.BadInvalidArgument, None, "contains an empty entry"
+        return _INVALID, None, "contains an empty entry"
+    rule = arg.text_rule
+    for index, item in enumerate(items):
+        problem = rule.problem(item)
+        if problem:
+            return _INVALID, None, f"entry {index + 1}: {problem}"
     return good, items, ""
+
+
+def _shown(text: str) -> str:
+    """A client's text in a reason: quoted, and cut short when long (the reason is logged)."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _describe(variant: Any) -> str:
     vtype = getattr(variant, "VariantType", None)
     name = vtype.name if vtype is not None else type(variant).__name__
-    return (
-        f"{name}[]"
-        if getattr(variant, "is_array", False) or isinstance(getattr(variant, "Value", None), list)
-        else name
-    )
+    dimensions = len(getattr(variant, "Dimensions", None) or ())
+    value = getattr(variant, "Value", None)
+    if dimensions > 1 or (isinstance(value, list) and any(isinstance(v, list) for v in value)):
+        return f"{name}[][]"
+    return f"{name}[]" if getattr(variant, "is_array", False) or isinstance(value, list) else name
 
 
 def argument_descriptions(spec: Sequence[Arg]) -> list[ua.Argument]:

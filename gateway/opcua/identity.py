@@ -7,7 +7,10 @@ method callback inside that request, so the handler reads the caller with :func:
 test calls concurrently as several users and checks each always sees itself
 (tests/integration/test_opcua_security.py).
 
-Users come from the config: argon2 password hashes, or X.509 user certificates. Every asyncua user is
+Users come from the config: argon2 password hashes, or X.509 user certificates. A password is never
+checked here: the server's processor (gateway/opcua/transport.py) has the login guard check it off the
+event loop before asyncua activates the session, and publishes the verdict in :data:`login_attempt`,
+which :meth:`ConfigUserManager.get_user` reads. Every asyncua user is
 given ``UserRole.User`` (never Admin, which would bypass access levels); the gateway's own roles are
 kept on :class:`GatewayUser` and checked by the handlers.
 """
@@ -27,12 +30,12 @@ from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.internal_server import InternalServer
-from asyncua.server.internal_session import InternalSession
+from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.user_managers import UserManager
 
 from gateway.config import CellConfig
 from gateway.logging import get_logger
-from gateway.security.passwords import LoginCache
+from gateway.security.logins import Verdict
 
 log = get_logger(__name__)
 
@@ -62,6 +65,34 @@ INTERNAL = GatewayUser(role=UserRole.Admin, name="gateway", auth="internal", rol
 
 _TOKEN_KIND: contextvars.ContextVar[str] = contextvars.ContextVar("opcua_token_kind", default="anonymous")
 _SESSION: contextvars.ContextVar[InternalSession | None] = contextvars.ContextVar("opcua_session", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A user name login as the guard judged it, for the ActivateSession request being served."""
+
+    token: Any  # the ua.UserNameIdentityToken it came with
+    user: str
+    password: str
+    verdict: Verdict
+    peer: str = ""  # the client's address
+
+
+login_attempt: contextvars.ContextVar[LoginAttempt | None] = contextvars.ContextVar("opcua_login", default=None)
+
+# What a client is told for each verdict that is not OK. BUSY (more password checks waiting than the
+# guard queues) is not the client's fault and worth a retry: BadTooManyOperations, as for a full
+# writer queue (gateway/opcua/status.py). Unknown user, wrong password and back-off look the same.
+REFUSAL_CODES = {
+    Verdict.REFUSED: ua.StatusCodes.BadUserAccessDenied,
+    Verdict.BACKED_OFF: ua.StatusCodes.BadUserAccessDenied,
+    Verdict.BUSY: ua.StatusCodes.BadTooManyOperations,
+}
+_REFUSAL_WHY = {
+    Verdict.REFUSED: "unknown user or wrong password",
+    Verdict.BACKED_OFF: "too many failed logins for this user or from this address: back-off",
+    Verdict.BUSY: "too many password checks waiting: not checked",
+}
 
 
 def current_user() -> GatewayUser:
@@ -95,16 +126,22 @@ class ConfigUserManager(UserManager):  # type: ignore[misc]
             if user.certificate:
                 self._certificates[_der_fingerprint(_read_certificate(Path(user.certificate)))] = user.name
         self._anonymous = frozenset(config.anonymous_roles())
-        self._logins = LoginCache()
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
     ) -> GatewayUser | None:
         kind = _TOKEN_KIND.get()
         if kind == "username":
-            stored = self._passwords.get(username or "")
-            if stored is None or not self._logins.verify(username or "", stored, password or ""):
-                log.warning("opcua_login_refused", user=username, why="unknown user or wrong password")
+            attempt = login_attempt.get()
+            if attempt is None or attempt.user != username or attempt.password != password:
+                # Never checked here: argon2 would stall the event loop.
+                log.warning("opcua_login_refused", user=username, why="password not checked by the login guard")
+                return None
+            if attempt.verdict is not Verdict.OK or username not in self._passwords:
+                why = _REFUSAL_WHY.get(attempt.verdict, "refused")
+                log.warning("opcua_login_refused", user=username, peer=attempt.peer, why=why)
+                if attempt.verdict is Verdict.BUSY:
+                    raise ServiceError(REFUSAL_CODES[Verdict.BUSY])
                 return None
             return self._user(username or "", "username")
         if kind == "x509":
@@ -150,17 +187,27 @@ class GatewaySession(InternalSession):  # type: ignore[misc]
 
     write_filter: WriteFilter | None = None
     require_secure_channel = False
+    max_sessions = 1_000_000  # activated sessions of this server at once (limits.max_sessions)
 
     def activate_session(self, params: Any, peer_certificate: Any) -> Any:
         # asyncua answers a SecurityPolicy None channel even when no None endpoint is offered; outside
         # the demo profile such a channel (no peer certificate) must not get a session.
         if self.require_secure_channel and not peer_certificate:
             raise ServiceError(ua.StatusCodes.BadSecurityModeRejected)
+        if self.state == SessionState.Created and self._activated_sessions() >= self.max_sessions:
+            on_full = getattr(self.iserver, "on_sessions_full", None)
+            if on_full is not None:
+                on_full(self.name)
+            raise ServiceError(ua.StatusCodes.BadTooManySessions)
         token = _TOKEN_KIND.set(_token_kind(params.UserIdentityToken))
         try:
             return super().activate_session(params, peer_certificate)
         finally:
             _TOKEN_KIND.reset(token)
+
+    def _activated_sessions(self) -> int:
+        sessions = getattr(self.iserver, "_external_sessions", {})
+        return sum(1 for s in sessions.values() if s.is_activated())
 
     async def call(self, params: Any) -> Any:
         token = _SESSION.set(self)
@@ -194,7 +241,9 @@ class GatewaySession(InternalSession):  # type: ignore[misc]
             _SESSION.reset(token)
 
 
-def session_class(write_filter: WriteFilter | None, require_secure_channel: bool) -> type[GatewaySession]:
+def session_class(
+    write_filter: WriteFilter | None, require_secure_channel: bool, max_sessions: int = 1_000_000
+) -> type[GatewaySession]:
     """A session class bound to this server's rules (a class per server keeps test servers apart)."""
     return type(
         "BoundGatewaySession",
@@ -202,12 +251,22 @@ def session_class(write_filter: WriteFilter | None, require_secure_channel: bool
         {
             "write_filter": staticmethod(write_filter) if write_filter else None,
             "require_secure_channel": require_secure_channel,
+            "max_sessions": max_sessions,
         },
     )
 
 
 class GatewayInternalServer(InternalServer):  # type: ignore[misc]
     session_type: type[GatewaySession] = GatewaySession
+    # Told the session's name when an activation is refused for max_sessions (the edge counts it).
+    on_sessions_full: Callable[[Any], None] | None = None
+
+    def decrypt_user_token(self, isession: Any, token: ua.UserNameIdentityToken) -> tuple[str, str]:
+        # The processor decrypted this token already to have the password checked; not again.
+        attempt = login_attempt.get()
+        if attempt is not None and attempt.token == token:
+            return attempt.user, attempt.password
+        return super().decrypt_user_token(isession, token)  # type: ignore[no-any-return]
 
     async def stop(self) -> None:
         # asyncua's CurrentTime task sleeps a second between updates and stop() waits for it to

@@ -20,11 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from asyncua import Node, Server, ua
+from asyncua import Node, ua
 from asyncua.common.callback import CallbackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import __version__
+from gateway import __version__, limits
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.jobs.commands import (
@@ -61,6 +61,8 @@ from gateway.opcua.identity import (
     session_class,
 )
 from gateway.opcua.status import OVERLOADED, STORE_UNAVAILABLE, status_of
+from gateway.opcua.transport import Edge, GatewayServer, install
+from gateway.security.logins import LoginGuard
 from gateway.service.answers import safe_text
 from gateway.service.views import CellView, JobView
 from gateway.service.writer import Answer, Applied, Committed, Overloaded, StoreUnavailable, Writer
@@ -103,13 +105,15 @@ TAG_TYPES = {
     "CycleActive": ua.VariantType.Boolean,
     "Program": ua.VariantType.String,
 }
-EVENT_ID = Arg("EventId", Kind.ID, "unique per station, e.g. the PLC's own counter")
+EVENT_ID = Arg("EventId", Kind.ID, "unique per station, e.g. the PLC's own counter", rule=limits.EVENT_ID)
 SOURCE_TIME = Arg(
     "SourceTime", Kind.TIME, "when it happened by the PLC's clock; Null or left out = time of receipt", optional=True
 )
-PALLET = Arg("Pallet", Kind.ID, "pallet id, e.g. P3")
-SERIAL = Arg("Serial", Kind.ID, "unit serial")
-JOB_ID = Arg("JobId", Kind.ID, "job id")
+PALLET = Arg("Pallet", Kind.ID, "pallet id, e.g. P3", rule=limits.PALLET)
+SERIAL = Arg("Serial", Kind.ID, "unit serial", rule=limits.SERIAL)
+JOB_ID = Arg("JobId", Kind.ID, "job id", rule=limits.JOB_ID)
+REASON = Arg("Reason", Kind.ID, rule=limits.REASON)
+PROGRAM = limits.PROGRAM
 
 STATION_ROLES = ("plc", "operator", "engineer")
 JOB_ROLES = ("engineer", "erp")
@@ -166,14 +170,16 @@ STATION_METHODS: tuple[Method, ...] = (
         (
             EVENT_ID,
             PALLET,
-            Arg("Job", Kind.TEXT, 'job whose units were loaded; "" = unload only'),
-            Arg("Quantity", Kind.UINT32, "number of new units loaded"),
+            Arg("Job", Kind.TEXT, 'job whose units were loaded; "" = unload only', rule=limits.JOB_ID),
+            Arg("Quantity", Kind.UINT32, "number of new units loaded", maximum=limits.MAX_UNITS_PER_LOAD),
             Arg(
                 "Serials",
                 Kind.TEXTS,
                 "serials of the loaded units; empty or left out = the gateway assigns them",
                 optional=True,
                 default=(),
+                rule=limits.SERIAL,
+                max_items=limits.MAX_UNITS_PER_LOAD,
             ),
             SOURCE_TIME,
         ),
@@ -184,7 +190,7 @@ STATION_METHODS: tuple[Method, ...] = (
     ),
     Method(
         "CycleStarted",
-        (EVENT_ID, PALLET, Arg("Program", Kind.TEXT, "program the machine runs"), SOURCE_TIME),
+        (EVENT_ID, PALLET, Arg("Program", Kind.TEXT, "program the machine runs", rule=PROGRAM), SOURCE_TIME),
         (),
         STATION_ROLES,
         lambda s, v: CycleStarted(s, v[0], v[3], v[1], v[2]),
@@ -195,7 +201,7 @@ STATION_METHODS: tuple[Method, ...] = (
         (
             EVENT_ID,
             PALLET,
-            Arg("Program", Kind.TEXT, "program that ran"),
+            Arg("Program", Kind.TEXT, "program that ran", rule=PROGRAM),
             Arg("Result", Kind.WORD, "ok, fail or interrupted", words=("ok", "fail", "interrupted")),
             SOURCE_TIME,
         ),
@@ -208,8 +214,8 @@ STATION_METHODS: tuple[Method, ...] = (
         "StartUnit",
         (
             EVENT_ID,
-            Arg("Job", Kind.ID, "job of the new unit"),
-            Arg("Serial", Kind.TEXT, '"" = gateway assigns'),
+            Arg("Job", Kind.ID, "job of the new unit", rule=limits.JOB_ID),
+            Arg("Serial", Kind.TEXT, '"" = gateway assigns', rule=limits.SERIAL),
             SOURCE_TIME,
         ),
         (Arg("Serial", Kind.TEXT, "serial of the new unit"),),
@@ -231,8 +237,15 @@ STATION_METHODS: tuple[Method, ...] = (
 )
 
 
+SERIALS = Arg("Serials", Kind.TEXTS, rule=limits.SERIAL, max_items=limits.MAX_SERIALS_PER_CALL)
+STEPS_LIMITS: dict[str, Any] = {"rule": limits.OPERATION, "max_items": limits.MAX_STEPS}
+
+
 def _create_job(_: str, v: list[Any]) -> Command | str:
     job_id, part, revision, quantity, due, priority, buffer, steps, pallets = v
+    problem = limits.new_job_id_problem(job_id) if job_id else None
+    if problem:
+        return f"JobId: {problem}"
     if quantity < 1:
         return "Quantity: must be at least 1"
     return CreateJob(
@@ -252,12 +265,19 @@ JOB_METHODS: tuple[Method, ...] = (
     Method(
         "CreateJob",
         (
-            Arg("JobId", Kind.TEXT, '"" = generated'),
-            Arg("Part", Kind.ID, "part number"),
-            Arg("Revision", Kind.ID, "part revision"),
-            Arg("Quantity", Kind.UINT32, "ordered quantity"),
+            Arg("JobId", Kind.TEXT, '"" = generated', rule=limits.NEW_JOB_ID),
+            Arg("Part", Kind.ID, "part number", rule=limits.PART),
+            Arg("Revision", Kind.ID, "part revision", rule=limits.REVISION),
+            Arg("Quantity", Kind.UINT32, "ordered quantity", maximum=limits.MAX_JOB_QUANTITY),
             Arg("DueDate", Kind.TIME, "due date; Null or left out = none", optional=True),
-            Arg("Priority", Kind.INT32, "larger = more urgent; left out = 0", optional=True, default=0),
+            Arg(
+                "Priority",
+                Kind.INT32,
+                "larger = more urgent; left out = 0",
+                optional=True,
+                default=0,
+                maximum=limits.MAX_PRIORITY,
+            ),
             Arg(
                 "YieldBufferPercent",
                 Kind.DOUBLE,
@@ -271,20 +291,30 @@ JOB_METHODS: tuple[Method, ...] = (
                 "operation codes; empty or left out = default template or automatic mode",
                 optional=True,
                 default=(),
+                rule=limits.OPERATION,
+                max_items=limits.MAX_STEPS,
             ),
-            Arg("Pallets", Kind.TEXTS, "allowed pallets; empty or left out = any", optional=True, default=()),
+            Arg(
+                "Pallets",
+                Kind.TEXTS,
+                "allowed pallets; empty or left out = any",
+                optional=True,
+                default=(),
+                rule=limits.PALLET,
+                max_items=limits.MAX_PALLETS_PER_JOB,
+            ),
         ),
         (Arg("JobId", Kind.TEXT),),
         JOB_ROLES,
         _create_job,
     ),
     Method("Release", (JOB_ID,), (), JOB_ROLES, lambda _, v: ReleaseJob(v[0])),
-    Method("Hold", (JOB_ID, Arg("Reason", Kind.ID)), (), JOB_ROLES, lambda _, v: HoldJob(v[0], v[1])),
+    Method("Hold", (JOB_ID, REASON), (), JOB_ROLES, lambda _, v: HoldJob(v[0], v[1])),
     Method("Resume", (JOB_ID,), (), JOB_ROLES, lambda _, v: ResumeJob(v[0])),
-    Method("Close", (JOB_ID, Arg("Reason", Kind.ID)), (), JOB_ROLES, lambda _, v: CloseJob(v[0], v[1])),
+    Method("Close", (JOB_ID, REASON), (), JOB_ROLES, lambda _, v: CloseJob(v[0], v[1])),
     Method(
         "Split",
-        (JOB_ID, Arg("Serials", Kind.TEXTS), Arg("Steps", Kind.TEXTS, "empty = the parent's remaining steps")),
+        (JOB_ID, SERIALS, Arg("Steps", Kind.TEXTS, "empty = the parent's remaining steps", **STEPS_LIMITS)),
         (Arg("ChildJobId", Kind.TEXT),),
         JOB_ROLES,
         lambda _, v: SplitJob(v[0], v[1], v[2]),
@@ -293,8 +323,13 @@ JOB_METHODS: tuple[Method, ...] = (
         "SplitQuantity",
         (
             JOB_ID,
-            Arg("Quantity", Kind.UINT32, "ordered units not started yet, to move to the child"),
-            Arg("Steps", Kind.TEXTS, "empty = the parent's routing"),
+            Arg(
+                "Quantity",
+                Kind.UINT32,
+                "ordered units not started yet, to move to the child",
+                maximum=limits.MAX_JOB_QUANTITY,
+            ),
+            Arg("Steps", Kind.TEXTS, "empty = the parent's routing", **STEPS_LIMITS),
         ),
         (Arg("ChildJobId", Kind.TEXT),),
         JOB_ROLES,
@@ -302,18 +337,20 @@ JOB_METHODS: tuple[Method, ...] = (
     ),
     Method(
         "Merge",
-        (Arg("TargetJobId", Kind.ID), Arg("SourceJobId", Kind.ID)),
+        (Arg("TargetJobId", Kind.ID, rule=limits.JOB_ID), Arg("SourceJobId", Kind.ID, rule=limits.JOB_ID)),
         (),
         JOB_ROLES,
         lambda _, v: MergeJobs(v[0], v[1]),
     ),
 )
 
-TEMPLATE_ID = Arg("TemplateId", Kind.ID)
+TEMPLATE_ID = Arg("TemplateId", Kind.ID, rule=limits.TEMPLATE_ID)
+PART = Arg("Part", Kind.ID, rule=limits.PART)
+REVISION = Arg("Revision", Kind.ID, rule=limits.REVISION)
 PART_METHODS: tuple[Method, ...] = (
     Method(
         "CreateTemplate",
-        (Arg("Part", Kind.ID), Arg("Revision", Kind.ID), Arg("Steps", Kind.TEXTS, "operation codes")),
+        (PART, REVISION, Arg("Steps", Kind.TEXTS, "operation codes", **STEPS_LIMITS)),
         (TEMPLATE_ID,),
         PART_ROLES,
         lambda _, v: CreateTemplate(v[0], v[1], v[2]),
@@ -322,7 +359,7 @@ PART_METHODS: tuple[Method, ...] = (
     Method("DeprecateTemplate", (TEMPLATE_ID,), (), PART_ROLES, lambda _, v: DeprecateTemplate(v[0])),
     Method(
         "SetDefaultTemplate",
-        (Arg("Part", Kind.ID), Arg("Revision", Kind.ID), TEMPLATE_ID),
+        (PART, REVISION, TEMPLATE_ID),
         (),
         PART_ROLES,
         lambda _, v: SetDefaultTemplate(v[0], v[1], v[2]),
@@ -333,7 +370,7 @@ PART_METHODS: tuple[Method, ...] = (
 UNIT_METHODS: tuple[Method, ...] = (
     Method(
         "Scrap",
-        (EVENT_ID, SERIAL, Arg("Reason", Kind.ID), SOURCE_TIME),
+        (EVENT_ID, SERIAL, REASON, SOURCE_TIME),
         (),
         ("operator", "engineer"),
         lambda s, v: Scrap(s or "cell", v[0], v[3], v[1], v[2]),
@@ -353,7 +390,7 @@ def node_id(ns: int, path: str) -> ua.NodeId:
 
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_JOBS_CHILDREN = frozenset({"CreateJob", "Release", "Hold", "Resume", "Close", "Split", "Merge"})
+_JOBS_CHILDREN = frozenset(method.name for method in JOB_METHODS)
 
 
 def job_path(job_id: str) -> str:
@@ -439,7 +476,9 @@ def build_date() -> datetime:
 class OpcUaServer:
     """Owns the asyncua server: security, address space, method handlers, tags and publishing."""
 
-    def __init__(self, config: CellConfig, writer: Writer, engine: AsyncEngine) -> None:
+    def __init__(
+        self, config: CellConfig, writer: Writer, engine: AsyncEngine, logins: LoginGuard | None = None
+    ) -> None:
         self.config = config
         self.writer = writer
         self.engine = engine  # for reads (Trace); every change goes through the writer
@@ -448,14 +487,30 @@ class OpcUaServer:
         self._initial: asyncio.Task[None] | None = None  # publishing the jobs loaded at start
         self.demo = config.server.security_profile == "demo"
         self.iserver = GatewayInternalServer(user_manager=ConfigUserManager(config))
-        self.iserver.session_type = session_class(self._may_write, require_secure_channel=not self.demo)
-        self.server = Server(iserver=self.iserver)
+        edge_limits = config.limits
+        self.iserver.session_type = session_class(
+            self._may_write, require_secure_channel=not self.demo, max_sessions=edge_limits.max_sessions
+        )
+        # Password logins (shared with HTTP when given) and the connection limits: gateway/opcua/transport.py.
+        self._own_logins = logins is None
+        self.logins = logins or LoginGuard(
+            {u.name: u.password_hash for u in config.users if u.password_hash}, edge_limits.login_policy()
+        )
+        self.edge = Edge(edge_limits, self.logins)
+        self.edge_stats = self.edge.stats  # counts for the metrics
+        self.iserver.on_sessions_full = self.edge.sessions_full
+        install(self.iserver, edge_limits)
+        self.server = GatewayServer(iserver=self.iserver, edge=self.edge)
         self.space: AddressSpace | None = None
         self.events: EventTypes | None = None
         self._published: dict[ua.NodeId, Any] = {}
         self._tag_state: dict[str, dict[str, Any]] = {}
         self._tag_seq = 0
         self._listening = False
+        self._closing = False  # shutting down: no new connection, no new call
+        self._in_calls = 0  # method calls taken and not answered yet
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
 
     @property
     def endpoint(self) -> str:
@@ -477,6 +532,7 @@ class OpcUaServer:
         await self._security(application_uri)
         self.space = await self._build()
         self.events = await create_event_types(server, self.space.namespace_index, self.space.cell)
+        server.iserver.callback_service.addListener(CallbackType.PreWrite, self._check_tag_writes, priority=10)
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self._tag_written, priority=10)
         view = self.writer.view
         await self._publish_stations(view, set(view.stations))
@@ -494,12 +550,28 @@ class OpcUaServer:
             stations=len(self.space.stations),
         )
 
+    async def stop_taking(self) -> None:
+        """The first step of a shutdown: no new connection is accepted and every new method call is
+        answered BadServerHalted (not stored); sessions stay open, so the calls taken are answered."""
+        self._closing = True
+        bserver = self.server.bserver
+        listener = getattr(bserver, "_server", None) if bserver is not None else None
+        if listener is not None:
+            listener.close()  # stops accepting; connections made before stay open
+
+    async def calls_answered(self) -> None:
+        """Until every method call taken before :meth:`stop_taking` has been answered."""
+        await self._no_calls.wait()
+
     async def stop(self) -> None:
+        self._closing = True
         self._listening = False
         if self._initial is not None:
             self._initial.cancel()
             await asyncio.gather(self._initial, return_exceptions=True)
         await self.server.stop()
+        if self._own_logins:
+            self.logins.close()
 
     async def jobs_published(self) -> None:
         """Until the jobs loaded at start are in the address space (they are published after listening)."""
@@ -585,19 +657,27 @@ class OpcUaServer:
         await parent.add_method(
             node_id(ns, f"{path}/{method.name}"),
             ua.QualifiedName(method.name, ns),
-            self._handler(method, station),
+            self._handler(method, station, parent.nodeid),
             argument_descriptions(method.inputs),
             argument_descriptions(method.outputs),
         )
 
     # ------------------------------------------------------------------ method calls
-    def _handler(self, method: Method, station: str) -> Callable[..., Awaitable[Any]]:
+    def _handler(self, method: Method, station: str, owner: ua.NodeId) -> Callable[..., Awaitable[Any]]:
         async def handle(parent: ua.NodeId, *variants: Any) -> Any:
+            if parent != owner:  # asyncua runs a method whatever ObjectId the call names
+                return _wrong_object(method.name, parent, owner)
+            self._in_calls += 1
+            self._no_calls.clear()
             try:
                 return await self._call(method, station, variants)
             except Exception:  # an escaping exception would reach the PLC as BadUnexpectedError
                 log.exception("opcua_method_failed", method=method.name, station=station)
                 return ua.StatusCode(ua.StatusCodes.BadInternalError)
+            finally:
+                self._in_calls -= 1
+                if not self._in_calls:
+                    self._no_calls.set()
 
         handle.__name__ = f"{method.name}@{station or 'cell'}"
         return handle
@@ -605,6 +685,9 @@ class OpcUaServer:
     async def _call(self, method: Method, station: str, variants: Sequence[Any]) -> Any:
         user = current_user()
         event_id = _first_text(variants) if method.inputs and method.inputs[0] is EVENT_ID else ""
+        if self._closing:  # shutting down: what was taken is committed, nothing new is taken
+            log.warning("call_refused_shutting_down", method=method.name, station=station, event_id=event_id)
+            return ua.StatusCode(ua.StatusCodes.BadServerHalted)
         if not self._allowed(user, method, station):
             why = f"user {user.name!r} ({', '.join(sorted(user.roles)) or 'no roles'}) may not call {method.name}"
             if method.station_scoped and "plc" in user.roles:
@@ -658,11 +741,16 @@ class OpcUaServer:
     async def _trace_handler(self, parent: ua.NodeId, *variants: Any) -> Any:
         from gateway.service.queries import trace
 
+        assert self.space is not None
+        owner = node_id(self.space.namespace_index, "Cell/Units")
+        if parent != owner:
+            return _wrong_object("Trace", parent, owner)
         user = current_user()
         if not user.has_any(READ_ROLES):
             return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
         parsed = parse(variants, (SERIAL,))
         if isinstance(parsed, Malformed):
+            log.warning("trace_refused", reason=Reason.INVALID_ARGUMENT.value, message=parsed.message)
             return parsed.result()
         try:
             found = await trace(self.engine, None, parsed[0])
@@ -687,6 +775,26 @@ class OpcUaServer:
         found = self.space.tag_nodes.get(value.NodeId)
         return found is not None and user.may_report_for(found[0])
 
+    async def _check_tag_writes(self, event: Any, dispatcher: Any) -> None:
+        """PreWrite: a tag write of the wrong type, or a value over its limits, is refused before the
+        tag takes it (nothing changes, no subscriber sees it); the others go through."""
+        if not event.is_external or self.space is None:
+            return
+        writes = event.request_params.NodesToWrite
+        for index, write in enumerate(writes):
+            found = self.space.tag_nodes.get(write.NodeId)
+            if found is None or write.AttributeId != ua.AttributeIds.Value:
+                continue
+            station, tag = found
+            refusal = _tag_write_problem(tag, write.Value.Value if write.Value else None)
+            if refusal is None:
+                continue
+            status, message = refusal
+            log.warning(
+                "tag_write_refused", station=station, tag=tag, status=ua.StatusCode(status).name, message=message
+            )
+            writes[index] = _RefusedWrite.of(write, status)
+
     async def _tag_written(self, event: Any, dispatcher: Any) -> None:
         """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge).
 
@@ -699,6 +807,9 @@ class OpcUaServer:
         written: dict[str, list[int]] = {}
         writes = zip(event.request_params.NodesToWrite, event.response_params, strict=False)
         for index, (write, result) in enumerate(writes):
+            if isinstance(write, _RefusedWrite):
+                event.response_params[index] = ua.StatusCode(write.status)
+                continue
             found = self.space.tag_nodes.get(write.NodeId)
             if found is None or not result.is_good():
                 continue
@@ -949,6 +1060,59 @@ def _invalid_argument(method: Method, refusal: str) -> ua.CallMethodResult:
     return ua.CallMethodResult(
         StatusCode=bad, InputArgumentResults=[bad if arg.name == named else good for arg in method.inputs]
     )
+
+
+@dataclass
+class _RefusedWrite(ua.WriteValue):  # type: ignore[misc]  # asyncua's generated types are untyped
+    """A tag write refused before asyncua applies it: it carries a value of another type, which
+    asyncua's own type check turns away without touching the node; PostWrite answers ``status``."""
+
+    status: int = ua.StatusCodes.BadTypeMismatch
+
+    @classmethod
+    def of(cls, write: ua.WriteValue, status: int) -> _RefusedWrite:
+        node_type = TAG_TYPES[_tag_name(write.NodeId)]
+        other = ua.Variant(False, ua.VariantType.Boolean)
+        if node_type is ua.VariantType.Boolean:
+            other = ua.Variant("", ua.VariantType.String)
+        return cls(NodeId=write.NodeId, AttributeId=write.AttributeId, Value=ua.DataValue(other), status=status)
+
+
+def _tag_name(node: ua.NodeId) -> str:
+    return str(node.Identifier).rpartition("/")[2]
+
+
+# What a tag's value may be, past its type: the same limits as the method arguments of the same name.
+_TAG_RULES = {"PalletPresent": limits.PALLET, "Program": limits.PROGRAM}
+
+
+def _tag_write_problem(tag: str, variant: Any) -> tuple[int, str] | None:
+    """Why a value may not be written to a station's tag, with the status code to answer; or None."""
+    expected = TAG_TYPES[tag]
+    vtype = getattr(variant, "VariantType", None)
+    value = getattr(variant, "Value", None)
+    if vtype is None or vtype is ua.VariantType.Null:
+        return None  # asyncua's own rules: a Null value clears the tag
+    if vtype is not expected or getattr(variant, "is_array", False) or isinstance(value, list):
+        shape = "[]" if getattr(variant, "is_array", False) or isinstance(value, list) else ""
+        return ua.StatusCodes.BadTypeMismatch, f"{tag} is a scalar {expected.name}; got {vtype.name}{shape}"
+    rule = _TAG_RULES.get(tag)
+    if rule is not None and isinstance(value, str):
+        problem = rule.problem(value.strip())
+        if problem:
+            return ua.StatusCodes.BadOutOfRange, problem
+    return None
+
+
+def _wrong_object(method: str, parent: ua.NodeId, owner: ua.NodeId) -> ua.StatusCode:
+    """A call whose ObjectId is not the object the method belongs to (OPC UA Part 4, Call): refused."""
+    log.warning(
+        "method_called_on_wrong_object",
+        method=method,
+        object=safe_text(str(parent.Identifier))[:200],
+        message=f"{method} belongs to {owner.Identifier}, not to the object the call names",
+    )
+    return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
 
 
 def _first_text(variants: Sequence[Any]) -> str:

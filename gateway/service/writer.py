@@ -23,11 +23,15 @@ No command can stop the writer or fail another command:
   unreachable) answers its callers :class:`StoreUnavailable`: nothing of it was acknowledged, and
   they retry with the same EventIds.
 * If N fails, N+1 (already applied) is applied again on the recovered state before anyone is answered.
+
+The outcome of the last attempt to write (``last_commit``: ok or the store's message, and since when
+it fails) and how long the commit in flight has waited (``commit_waiting``) are what /healthz reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,7 +55,16 @@ from gateway.tracking.reports import Report
 
 log = get_logger(__name__)
 
-__all__ = ["Answer", "Applied", "Committed", "Listener", "Overloaded", "StoreUnavailable", "Writer"]
+__all__ = [
+    "Answer",
+    "Applied",
+    "CommitOutcome",
+    "Committed",
+    "Listener",
+    "Overloaded",
+    "StoreUnavailable",
+    "Writer",
+]
 
 
 class StoreUnavailable(Exception):
@@ -60,6 +73,21 @@ class StoreUnavailable(Exception):
 
 class Overloaded(StoreUnavailable):
     """The writer's queue is full: the command was not taken; retry it later."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """How the writer's last attempt to write to the store ended (what a PLC's report got).
+
+    ``at`` is ``time.monotonic()`` when it ended; ``error`` is the store's own message ("database or
+    disk is full", "attempt to write a readonly database", "database is locked"), empty when it
+    succeeded; ``failing_since`` is when the attempts started failing (None while they succeed).
+    """
+
+    ok: bool
+    at: float
+    error: str = ""
+    failing_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +178,10 @@ class Writer:
         self._retire: set[str] = set()  # jobs that may leave memory once nothing in flight needs them
         self._gone: set[str] = set()  # jobs that left memory, to drop from the next view
         self._saved_serial_seq = 0
+        #: The outcome of the last attempt to write (a commit, or the look-ups before it); None before any.
+        self.last_commit: CommitOutcome | None = None
+        #: The last failure of the store, even after it recovered: (``time.monotonic()``, its message).
+        self.last_error: tuple[float, str] | None = None
 
     # ------------------------------------------------------------------ public face
     def close(self) -> None:
@@ -163,6 +195,30 @@ class Writer:
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def commit_waiting(self) -> float:
+        """Seconds the batch being committed has waited for the store so far (0 when none is)."""
+        flight = self._flight
+        if flight is None or flight.task.done():
+            return 0.0
+        return asyncio.get_running_loop().time() - flight.started
+
+    @property
+    def writes_failing(self) -> str | None:
+        """Why reports cannot be stored now (the store's message), or None while the last write succeeded."""
+        last = self.last_commit
+        return None if last is None or last.ok else last.error
+
+    def _outcome(self, error: BaseException | None) -> None:
+        now = time.monotonic()
+        if error is None:
+            self.last_commit = CommitOutcome(True, now)
+            return
+        previous = self.last_commit
+        since = previous.failing_since if previous is not None and not previous.ok else None
+        self.last_commit = CommitOutcome(False, now, store_message(error), since if since is not None else now)
+        self.last_error = (now, self.last_commit.error)
 
     @property
     def counter(self) -> int:
@@ -298,9 +354,13 @@ class Writer:
             raise  # _shutdown settles it
         except Exception as exc:
             self._flight = None
+            if self.store.is_outage(exc):  # rows that cannot be stored are no fault of the store
+                self._outcome(exc)
             await self._commit_failed(flight.prepared, exc)
             return False
         self._flight = None
+        if flight.prepared.rows:  # a batch of replays only wrote nothing: it proves nothing
+            self._outcome(None)
         self._committed(flight.prepared, asyncio.get_running_loop().time() - flight.started)
         return True
 
@@ -356,6 +416,7 @@ class Writer:
             return True
         except Exception as exc:
             if self.store.is_outage(exc):
+                self._outcome(exc)
                 log.error("lookup_failed", error=str(exc), size=len(batch))
                 self._fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
                 return False
@@ -367,6 +428,7 @@ class Writer:
                 await self._look_up([pending])
             except Exception as exc:
                 if self.store.is_outage(exc):
+                    self._outcome(exc)
                     log.error("lookup_failed", error=str(exc), size=len(batch))
                     self._fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
                     return False
@@ -675,6 +737,12 @@ class Writer:
         dirty.stations |= changes.stations
         if changes.serial_seq != self._saved_serial_seq:  # saved only when a serial was generated
             dirty.serial_seq = self._saved_serial_seq = changes.serial_seq
+
+
+def store_message(error: BaseException) -> str:
+    """The store's own words for a failure: the database driver's message, without SQLAlchemy's wrapping."""
+    cause = getattr(error, "orig", None) or error
+    return safe_text(str(cause).strip() or type(cause).__name__)[:500]
 
 
 def _report_key(command: Report) -> Key:

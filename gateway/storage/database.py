@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,6 +130,18 @@ class Transactions:
         with engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
+    @property
+    def sync_engine(self) -> Engine | None:
+        """The synchronous engine the store's thread writes through (a SQLite file), else None."""
+        return self._local[0] if self._local is not None else None
+
+    async def reset(self) -> None:
+        """Close the connection (on the store's thread, after a transaction in progress); the next
+        transaction opens a new one."""
+        if self._local is not None:
+            local, thread = self._local
+            await asyncio.get_running_loop().run_in_executor(thread, local.dispose)
+
     def dispose(self) -> None:
         """Wait for a transaction in progress, then close the thread and the connection."""
         if self._local is not None:
@@ -143,6 +156,30 @@ def engine_schema(bind: AsyncEngine | Engine | Connection) -> str | None:
     translate = bind.get_execution_options().get("schema_translate_map") or {}
     schema: str | None = translate.get(None)
     return schema
+
+
+def unwritable(url: str | URL) -> str | None:
+    """Why this process cannot write the SQLite file behind ``url``, judged by file permissions alone
+    (the database is not touched); None when it can, or for other backends.
+
+    A ``-wal`` or ``-shm`` file this process owns does not count: the store gives it the database
+    file's mode again before its next commit (:mod:`gateway.storage.sql_store`).
+    """
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return None
+    if not os.access(path, os.W_OK):
+        return f"the database file {path} is read-only"
+    sides = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    for side in sides:
+        try:
+            if side.exists() and not os.access(side, os.W_OK) and side.stat().st_uid != os.geteuid():
+                return f"{side} is read-only"
+        except OSError:
+            continue
+    if not all(side.exists() for side in sides) and not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"the database folder {path.parent} is read-only (SQLite makes {path.name}-wal and -shm there)"
+    return None
 
 
 async def ping(engine: AsyncEngine) -> None:

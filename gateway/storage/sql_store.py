@@ -2,28 +2,48 @@
 
 Loading uses the async engine; commits and the writer's look-ups run as synchronous Core code through
 :class:`~gateway.storage.database.Transactions` (one hand-off to the store's thread per call on SQLite).
+
+A SQLite connection opened while the file was read-only stays read-only, and so do the ``-wal`` and
+``-shm`` files SQLite made then (it gives them the database file's mode). After a commit refused
+because the database cannot be written, the next commit first closes every connection of the process
+(the file is then opened afresh) and, once the file is writable, gives those two files its mode
+again: the gateway writes again without a restart as soon as the file (or its folder) is writable.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Collection
+from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.jobs.model import Job, Unit
+from gateway.logging import get_logger
 from gateway.storage import store
 from gateway.storage.batch import BatchRows, Loaded, write_batch
-from gateway.storage.database import Transactions
+from gateway.storage.database import Transactions, sqlite_path
 from gateway.tracking.model import CellModel
 
+log = get_logger(__name__)
+
 Key = tuple[str, str]
+
+# SQLite's primary result codes that mean "this connection cannot write the file" (read-only file or
+# folder, a -shm it cannot open); a new connection may succeed where this one cannot.
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 
 
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.transactions = Transactions(engine)
+        # Open the file afresh before the next commit: at the first one (the gateway may have started on
+        # a read-only file), and after one that could not write.
+        self._reopen_first = True
 
     async def load(self, model: CellModel, answers: int) -> Loaded:
         async with self.engine.connect() as conn:
@@ -34,7 +54,22 @@ class SqlStore:
         return Loaded(counter, recent, total)
 
     async def commit(self, batch: BatchRows) -> None:
-        await self.transactions.run(write_batch, batch)
+        if self._reopen_first:
+            self._reopen_first = False
+            await self._reopen()
+        try:
+            await self.transactions.run(write_batch, batch)
+        except sa_exc.OperationalError as exc:
+            self._reopen_first = _cannot_write(exc)
+            raise
+
+    async def _reopen(self) -> None:
+        """Close every connection to the database, so that the next one opens it as it is now."""
+        await self.transactions.reset()
+        await self.engine.dispose()
+        path = sqlite_path(self.engine.url)
+        if path is not None:
+            repair_side_files(path)
 
     async def find_answers(self, keys: Collection[Key]) -> dict[Key, store.LoggedAnswer]:
         return await self.transactions.run(store.find_answers, keys)
@@ -51,3 +86,34 @@ class SqlStore:
 
     def close(self) -> None:
         self.transactions.dispose()
+
+
+def _cannot_write(exc: sa_exc.OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_READONLY, _SQLITE_CANTOPEN)
+    return "readonly" in str(exc.orig)
+
+
+def repair_side_files(path: Path) -> None:
+    """Give ``-wal`` and ``-shm`` the database file's mode when the file is writable and they are not.
+
+    SQLite creates them with the file's mode: made while the file was read-only, they stay read-only
+    after the file is writable again, and every connection opened then is read-only too.
+    """
+    try:
+        if not os.access(path, os.W_OK):
+            return
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            if not side.exists() or os.access(side, os.W_OK):
+                continue
+            os.chmod(side, mode)
+        except OSError as exc:
+            log.error("database_file_not_writable", file=str(side), error=exc.strerror or str(exc))
+            continue
+        log.warning("database_file_mode_restored", file=str(side), mode=oct(mode))

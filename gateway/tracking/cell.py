@@ -110,6 +110,19 @@ def _counter_values(serial: str) -> set[int]:
 _ALNUM_RUN = re.compile(r"[0-9A-Za-z]+")
 
 
+def pallet_overfilled(pallet: str, staying: int, loading: int, capacity: int) -> str | None:
+    """Why a load would put more units on a pallet than it holds (``cell.units_per_pallet``), or None.
+
+    ``staying``: the units that stay on the pallet through the unload; ``loading``: the new ones."""
+    if staying + loading <= capacity:
+        return None
+    already = f" with {staying} staying on it" if staying else ""
+    return (
+        f"loading {loading} unit{'s' if loading != 1 else ''} onto pallet {pallet}{already} would put "
+        f"{staying + loading} on it; a pallet holds at most {capacity} (cell.units_per_pallet)"
+    )
+
+
 def is_load_candidate(job: Job) -> bool:
     """Released or running, with ordered units still to start: the load instructions offer it.
 
@@ -418,6 +431,10 @@ class CellTracker:
                     f"pallet {pallet.id} carries {blocked[0].serial} of {blocked[0].job_id}, which is on hold: "
                     "nothing is loaded onto it until the hold is released (report the unload alone, with no job)",
                 )
+            # After the unload only the units of held jobs stay on (and a load onto them is refused above).
+            overfilled = pallet_overfilled(pallet.id, len(blocked), report.quantity, self.rules.units_per_pallet)
+            if overfilled:
+                raise Refused(Reason.INVALID_ARGUMENT, overfilled)
             if report.serials:
                 self.book.check_serials_free(report.serials)
                 serials = list(report.serials)

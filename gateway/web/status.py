@@ -20,10 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.service import queries
 from gateway.service.views import CellView
-from gateway.service.writer import Writer
+from gateway.service.writer import Writer, store_message
+from gateway.storage.database import unwritable
 
 # The writer is "stalled" when commands wait and nothing was committed for this long.
 STALL_SECONDS = 10.0
+# /healthz answers within this budget, whatever the database does.
+HEALTH_BUDGET_SECONDS = 1.0
+# A commit waiting longer than this for the database (a held write lock, a stuck disk) is reported.
+SLOW_COMMIT_SECONDS = 2.0
 
 
 def live_status(view: CellView, now: datetime) -> dict[str, Any]:
@@ -75,7 +80,7 @@ def live_status(view: CellView, now: datetime) -> dict[str, Any]:
 def router(writer: Writer, engine: AsyncEngine, metrics: Metrics, opcua_listening: Any, clock: Any) -> APIRouter:
     routes = APIRouter()
     page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
-    progress = {"counter": writer.counter, "at": time.monotonic()}
+    progress: dict[str, float] = {"counter": writer.counter, "at": time.monotonic()}
 
     @routes.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def status_page() -> HTMLResponse:
@@ -91,26 +96,60 @@ def router(writer: Writer, engine: AsyncEngine, metrics: Metrics, opcua_listenin
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @routes.get("/healthz", tags=["status"], summary="Database writable, OPC UA listening, writer not stalled")
+    @routes.get("/healthz", tags=["status"], summary="Reports being stored, OPC UA listening, writer not stalled")
     async def healthz() -> JSONResponse:
-        checks: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(2):
-                async with engine.begin() as conn:
-                    await conn.execute(text("UPDATE gateway_meta SET value = value WHERE key = 'health'"))
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure is the answer
-            checks["database"] = f"not writable: {exc}"
-        checks["opcua"] = "ok" if opcua_listening() else "not listening"
-        if writer.counter != progress["counter"] or not writer.queue_depth:
-            progress.update(counter=writer.counter, at=time.monotonic())
-        stalled = time.monotonic() - progress["at"]
-        checks["writer"] = (
-            "ok" if stalled < STALL_SECONDS else f"stalled for {stalled:.0f} s with {writer.queue_depth} queued"
-        )
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if healthy else "failing", "checks": checks}, status_code=200 if healthy else 503
-        )
+        return await health(writer, engine, opcua_listening, progress)
 
     return routes
+
+
+async def health(writer: Writer, engine: AsyncEngine, opcua_listening: Any, progress: dict[str, float]) -> JSONResponse:
+    """What a PLC would get now, within :data:`HEALTH_BUDGET_SECONDS`; never writes to the database.
+
+    ``database`` is a read of ``gateway_meta`` plus the writer's own last attempt to commit: when
+    reports cannot be stored, the store's message says why ("database or disk is full", "attempt to
+    write a readonly database", "database is locked").
+    """
+    checks = {
+        "database": await _database(writer, engine),
+        "opcua": "ok" if opcua_listening() else "not listening",
+        "writer": _writer(writer, progress),
+    }
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "failing", "checks": checks}, status_code=200 if healthy else 503
+    )
+
+
+async def _database(writer: Writer, engine: AsyncEngine) -> str:
+    problems = []
+    read_only = unwritable(engine.url)
+    if read_only is not None:
+        problems.append(f"reports cannot be stored: {read_only}")
+    failing = writer.writes_failing
+    last = writer.last_commit
+    if failing is not None and last is not None:
+        since = time.monotonic() - (last.failing_since or last.at)
+        queued = f", {writer.queue_depth} commands queued" if writer.queue_depth else ""
+        problems.append(f"reports cannot be stored: {failing} (failing for {since:.0f} s{queued})")
+    waiting = writer.commit_waiting
+    if waiting >= SLOW_COMMIT_SECONDS:
+        problems.append(f"a commit has waited {waiting:.1f} s for the database ({writer.queue_depth} commands queued)")
+    try:
+        async with asyncio.timeout(HEALTH_BUDGET_SECONDS):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT count(*) FROM gateway_meta"))
+    except TimeoutError:
+        problems.append(f"not readable: no answer within {HEALTH_BUDGET_SECONDS} s")
+    except Exception as exc:  # any failure is the answer
+        problems.append(f"not readable: {store_message(exc)}")
+    return "; ".join(problems) or "ok"
+
+
+def _writer(writer: Writer, progress: dict[str, float]) -> str:
+    if writer.counter != progress["counter"] or not writer.queue_depth:
+        progress.update(counter=writer.counter, at=time.monotonic())
+    stalled = time.monotonic() - progress["at"]
+    if stalled < STALL_SECONDS:
+        return "ok"
+    return f"stalled for {stalled:.0f} s with {writer.queue_depth} queued"

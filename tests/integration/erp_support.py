@@ -7,7 +7,7 @@ path OPC UA calls take.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -91,10 +91,18 @@ class Erp:
 
 @asynccontextmanager
 async def erp_gateway(
-    make_config: Callable[..., CellConfig], path: Path = DEMO_CONFIG, *, user: str = "erp"
+    make_config: Callable[..., CellConfig],
+    path: Path = DEMO_CONFIG,
+    *,
+    user: str = "erp",
+    limits: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Erp]:
+    """``limits``: settings of the config's ``[limits]`` table to change (e.g. ``http_max_body_bytes``)."""
     port = free_port()
     config = make_config(path, CELL_GATEWAY_HTTP_PORT=str(port))
+    if limits:
+        changed = config.limits.model_validate({**config.limits.model_dump(), **limits})
+        config = config.model_copy(update={"limits": changed})
     clock = ManualClock(T0)
     async with running_gateway(config, clock=clock) as gateway:
         base_url = f"http://127.0.0.1:{port}"

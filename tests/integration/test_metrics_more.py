@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
+from asyncua import Client, ua
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
@@ -30,13 +32,17 @@ async def gateway_metrics(make_config: Callable[..., CellConfig]) -> AsyncIterat
             async def scrape() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
                 response = await http.get("/metrics")
                 assert response.status_code == 200
-                out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-                for family in text_string_to_metric_families(response.text):
-                    for sample in family.samples:
-                        out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-                return out
+                return _samples(response.text)
 
             yield Cell(gateway.writer, clock), scrape
+
+
+def _samples(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
 
 
 def _by(samples: dict[tuple[tuple[str, str], ...], float], *labels: str) -> dict[tuple[str, ...], float]:
@@ -89,3 +95,34 @@ async def test_last_report_age_counts_from_each_stations_last_report_on_the_gate
         ages = _by((await scrape())["cellgw_station_last_report_age_seconds"], "station")
 
     assert ages == {("L1",): 60.0, ("M2",): 30.0, ("M3",): 25.0}
+
+
+async def test_one_login_guard_counts_failures_across_opcua_and_http_and_shows_them_in_metrics(
+    make_config: Callable[..., CellConfig],
+) -> None:
+    """A peer guessing over OPC UA and then over HTTP is one guesser: its fifth failure (the default
+    ``limits.login_failures``) starts a back-off that HTTP answers 429, and /metrics counts the verdicts,
+    the argon2 checks and the back-off. Control: the first four failures are plain 401s / refusals."""
+    config = make_config(CELL_GATEWAY_HTTP_PORT=str(free_port()))
+    async with running_gateway(config, clock=ManualClock(T0)) as gateway:
+        assert gateway.http is not None
+        async with httpx.AsyncClient(base_url=gateway.http.url.rstrip("/")) as http:
+            for attempt in range(3):
+                client = Client(gateway.opcua.endpoint, timeout=10)
+                client.set_user("plc-load")
+                client.set_password(f"wrong-{attempt}")
+                with pytest.raises(ua.UaStatusCodeError) as refused:
+                    await client.connect()
+                assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
+            answers = [(await http.get("/jobs", auth=("erp", f"wrong-{i}"))).status_code for i in range(3)]
+            metrics = _samples((await http.get("/metrics")).text)
+
+    assert answers == [401, 401, 429]
+    logins = _by(metrics["cellgw_logins_total"], "verdict")
+    assert logins[("refused",)] == 5
+    assert logins[("backed_off",)] == 1
+    assert logins[("ok",)] == 0
+    assert _by(metrics["cellgw_login_backoffs_total"], "kind")[("peer",)] == 1
+    assert metrics["cellgw_login_checks_total"][()] == 5  # five distinct guesses, each a full argon2 check
+    limited = _by(metrics["cellgw_opcua_connections_limited_total"], "what")
+    assert set(limited) >= {("evicted",), ("refused",), ("hello_timeout",), ("activation_timeout",)}

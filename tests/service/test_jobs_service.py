@@ -143,13 +143,17 @@ async def test_merge_of_revision_a_with_b_is_refused_and_changes_nothing(demo_co
 
 
 async def test_the_cap_of_1000_with_2_percent_is_1020_and_scrap_frees_room(demo_config: CellConfig) -> None:
-    async with running_cell(demo_config) as cell:
+    # Pallets of 1000 (the most the config allows): the 1020 units take two loads.
+    big_pallets = demo_config.cell.model_copy(update={"units_per_pallet": 1000})
+    async with running_cell(demo_config.model_copy(update={"cell": big_pallets})) as cell:
         job = (await cell.ok(CreateJob(part="ABC123", revision="A", quantity=1000, yield_buffer_percent=2.0))).outputs[
             "JobId"
         ]
         await cell.ok(ReleaseJob(job))
         await cell.ok(PalletArrived("L1", "a", None, "P1"))
-        await cell.ok(LoadCompleted("L1", "big", None, "P1", job, 1020), after=60)
+        await cell.ok(LoadCompleted("L1", "big", None, "P1", job, 1000), after=60)
+        await cell.ok(PalletArrived("L2", "b", None, "P2"))
+        await cell.ok(LoadCompleted("L2", "rest", None, "P2", job, 20), after=60)
         refused = await cell.send(LoadCompleted("L1", "one-more", None, "P1", job, 1), after=60)
         assert refused.reason is Reason.ORDER_FULFILLED
         assert cell.book.jobs[job].started == 1020

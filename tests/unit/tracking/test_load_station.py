@@ -9,7 +9,7 @@ import pytest
 from gateway.errors import Reason, Refused
 from gateway.jobs.commands import CloseJob, CreateJob, HoldJob
 from gateway.jobs.model import UnitStatus
-from gateway.tracking.cell import split_elapsed
+from gateway.tracking.cell import pallet_overfilled, split_elapsed
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,
@@ -198,3 +198,28 @@ def test_a_whole_unit_life_finishes_it_and_counts_once() -> None:
     job_state = sim.book.jobs[job]
     assert (job_state.started, job_state.finished, job_state.wip) == (2, 2, 0)
     assert all(sim.book.units[s].status is UnitStatus.FINISHED for s in serials)
+
+
+def test_pallet_overfilled_names_the_pallet_and_its_capacity() -> None:
+    assert pallet_overfilled("P1", 0, 2, 2) is None
+    assert pallet_overfilled("P1", 0, 3, 2) == (
+        "loading 3 units onto pallet P1 would put 3 on it; a pallet holds at most 2 (cell.units_per_pallet)"
+    )
+    assert "with 1 staying on it" in (pallet_overfilled("P1", 1, 2, 2) or "")
+
+
+@pytest.mark.parametrize("per_pallet", [1, 2, 5])
+def test_a_load_beyond_units_per_pallet_is_refused_and_records_nothing(per_pallet: int) -> None:
+    sim = Sim(cell={"units_per_pallet": per_pallet})
+    job = sim.job(quantity=20)
+    sim.apply(PalletArrived("L1", sim.eid(), None, "P1"))
+    with pytest.raises(Refused) as refused:
+        sim.apply(LoadCompleted("L1", sim.eid(), None, "P1", job, per_pallet + 1), after=60)
+    assert refused.value.reason is Reason.INVALID_ARGUMENT
+    assert f"at most {per_pallet} (cell.units_per_pallet)" in refused.value.message
+    assert sim.book.jobs[job].started == 0
+    assert sim.tracker.pallets["P1"].units == []
+    # the full pallet is taken
+    serials = sim.apply(LoadCompleted("L1", sim.eid(), None, "P1", job, per_pallet), after=5).outputs["Serials"]
+    assert sim.tracker.pallets["P1"].units == serials
+    assert len(serials) == per_pallet

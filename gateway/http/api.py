@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__
+from gateway import __version__, limits
 from gateway.config import CellConfig, User
 from gateway.errors import Reason
 from gateway.http import models as M
@@ -52,9 +52,9 @@ from gateway.service.writer import Answer, Writer
 log = get_logger(__name__)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-After = Annotated[str | None, Query(max_length=128, description="next_after of the previous page")]
-WriteId = Annotated[str, Path(min_length=1, max_length=64, pattern=M.ID_PATTERN)]
-BookingId = Annotated[str, Path(min_length=1, max_length=128, pattern=M.ID_PATTERN)]
+After = Annotated[str | None, Query(max_length=2 * limits.MAX_ID_LENGTH, description="next_after of the previous page")]
+WriteId = Annotated[str, Path(min_length=1, max_length=limits.MAX_ID_LENGTH, pattern=M.ID_PATTERN)]
+BookingId = Annotated[str, Path(min_length=1, max_length=2 * limits.MAX_ID_LENGTH, pattern=M.ID_PATTERN)]
 
 DESCRIPTION = """\
 The ERP boundary of one machining cell: bookings (demand in), the daily schedule of part jobs, and
@@ -246,7 +246,7 @@ def create_app(
     async def list_bookings(
         scheduled: bool | None = None,
         due_before: date | None = None,
-        part: Annotated[str | None, Query(max_length=64)] = None,
+        part: Annotated[str | None, Query(max_length=limits.MAX_ID_LENGTH)] = None,
         after: After = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
@@ -331,7 +331,7 @@ def create_app(
     async def list_workorders(
         filled: bool | None = None,
         due_before: date | None = None,
-        part: Annotated[str | None, Query(max_length=64)] = None,
+        part: Annotated[str | None, Query(max_length=limits.MAX_ID_LENGTH)] = None,
         after: After = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
@@ -361,8 +361,8 @@ def create_app(
     @api.delete("/workorders/{workorder_id}/serials/{serial}", response_model=M.Workorder, tags=["workorders"])
     async def unassign_serial(
         workorder_id: WriteId,
-        serial: Annotated[str, Path(min_length=1, max_length=64)],
-        reason: Annotated[str, Query(min_length=1, max_length=500)],
+        serial: Annotated[str, Path(min_length=1, max_length=limits.MAX_SERIAL_LENGTH)],
+        reason: Annotated[str, Query(min_length=1, max_length=limits.MAX_TEXT_LENGTH)],
         who: Who,
     ) -> dict[str, Any]:
         """Take a tentatively assigned serial back out of an unfilled workorder."""
@@ -425,7 +425,9 @@ def create_app(
 
     @api.get("/finished-serials", response_model=M.Page[M.FinishedSerial], tags=["workorders"])
     async def finished_serials(
-        part: Annotated[str | None, Query(max_length=64)] = None, after: After = None, limit: Limit = 100
+        part: Annotated[str | None, Query(max_length=limits.MAX_ID_LENGTH)] = None,
+        after: After = None,
+        limit: Limit = 100,
     ) -> dict[str, Any]:
         """Finished serials not in any workorder yet, for the supervisor's fill."""
         return await page(erp.finished_serials, part=part, after=after, limit=limit)
@@ -434,7 +436,7 @@ def create_app(
     @api.get("/jobs", response_model=M.Page[M.Job], tags=["jobs"])
     async def list_jobs(
         state: Annotated[str | None, Query(max_length=16)] = None,
-        part: Annotated[str | None, Query(max_length=64)] = None,
+        part: Annotated[str | None, Query(max_length=limits.MAX_ID_LENGTH)] = None,
         after: After = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,9 @@ def _der_fingerprint(certificate: Any) -> bytes:
     return hashlib.sha256(bytes(certificate)).digest()
 
 
-WriteFilter = Callable[[GatewayUser, ua.WriteValue], bool]
+# Why a user may not make a write, as the status code to answer (BadUserAccessDenied, BadTypeMismatch,
+# ...), or None when the write may go through. Async: a refusal may raise an OPC UA event.
+WriteFilter = Callable[[GatewayUser, ua.WriteValue], Awaitable[int | None]]
 
 
 class GatewaySession(InternalSession):  # type: ignore[misc]
@@ -227,10 +229,11 @@ class GatewaySession(InternalSession):  # type: ignore[misc]
             results: list[ua.StatusCode | None] = [None] * len(params.NodesToWrite)
             allowed = []
             for i, value in enumerate(params.NodesToWrite):
-                if check(user, value):
+                refusal = await check(user, value)
+                if refusal is None:
                     allowed.append((i, value))
                 else:
-                    results[i] = ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+                    results[i] = ua.StatusCode(refusal)
             if allowed:
                 sub = ua.WriteParameters()
                 sub.NodesToWrite = [value for _, value in allowed]

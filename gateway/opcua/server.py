@@ -532,7 +532,6 @@ class OpcUaServer:
         await self._security(application_uri)
         self.space = await self._build()
         self.events = await create_event_types(server, self.space.namespace_index, self.space.cell)
-        server.iserver.callback_service.addListener(CallbackType.PreWrite, self._check_tag_writes, priority=10)
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self._tag_written, priority=10)
         view = self.writer.view
         await self._publish_stations(view, set(view.stations))
@@ -770,30 +769,29 @@ class OpcUaServer:
             return {"PalletPresent": pallet, "CycleActive": False, "Program": ""}
         return {"PalletPresent": pallet, "CycleActive": True, "Program": recorded.cycle_program}
 
-    def _may_write(self, user: GatewayUser, value: ua.WriteValue) -> bool:
+    async def _may_write(self, user: GatewayUser, value: ua.WriteValue) -> int | None:
+        """Why ``user`` may not make this write (the status code to answer), or None: only a station's
+        tags are writable, by the users who may report for the station, with a value of the tag's type
+        and within the limits of the method argument of the same name. A refused write changes nothing."""
         assert self.space is not None
         found = self.space.tag_nodes.get(value.NodeId)
-        return found is not None and user.may_report_for(found[0])
-
-    async def _check_tag_writes(self, event: Any, dispatcher: Any) -> None:
-        """PreWrite: a tag write of the wrong type, or a value over its limits, is refused before the
-        tag takes it (nothing changes, no subscriber sees it); the others go through."""
-        if not event.is_external or self.space is None:
-            return
-        writes = event.request_params.NodesToWrite
-        for index, write in enumerate(writes):
-            found = self.space.tag_nodes.get(write.NodeId)
-            if found is None or write.AttributeId != ua.AttributeIds.Value:
-                continue
-            station, tag = found
-            refusal = _tag_write_problem(tag, write.Value.Value if write.Value else None)
-            if refusal is None:
-                continue
-            status, message = refusal
-            log.warning(
-                "tag_write_refused", station=station, tag=tag, status=ua.StatusCode(status).name, message=message
+        if found is None or not user.may_report_for(found[0]):
+            return _ACCESS_DENIED
+        station, tag = found
+        if value.AttributeId != ua.AttributeIds.Value:
+            return None  # asyncua's access levels answer writes of other attributes
+        refusal = _tag_write_problem(tag, value.Value.Value if value.Value else None)
+        if refusal is None:
+            return None
+        status, message = refusal
+        log.warning("tag_write_refused", station=station, tag=tag, status=ua.StatusCode(status).name, message=message)
+        if self.events is not None:
+            await self.events.raise_event(
+                "RejectionEventType",
+                f"write of {tag} at {station} refused ({Reason.INVALID_ARGUMENT.value}): {message}",
+                {"Reason": Reason.INVALID_ARGUMENT.value, "Station": station, "ReportEventId": ""},
             )
-            writes[index] = _RefusedWrite.of(write, status)
+        return status
 
     async def _tag_written(self, event: Any, dispatcher: Any) -> None:
         """PostWrite: turn edges of a station's tags into reports (from the tag state, not the edge).
@@ -807,9 +805,6 @@ class OpcUaServer:
         written: dict[str, list[int]] = {}
         writes = zip(event.request_params.NodesToWrite, event.response_params, strict=False)
         for index, (write, result) in enumerate(writes):
-            if isinstance(write, _RefusedWrite):
-                event.response_params[index] = ua.StatusCode(write.status)
-                continue
             found = self.space.tag_nodes.get(write.NodeId)
             if found is None or not result.is_good():
                 continue
@@ -1062,25 +1057,7 @@ def _invalid_argument(method: Method, refusal: str) -> ua.CallMethodResult:
     )
 
 
-@dataclass
-class _RefusedWrite(ua.WriteValue):  # type: ignore[misc]  # asyncua's generated types are untyped
-    """A tag write refused before asyncua applies it: it carries a value of another type, which
-    asyncua's own type check turns away without touching the node; PostWrite answers ``status``."""
-
-    status: int = ua.StatusCodes.BadTypeMismatch
-
-    @classmethod
-    def of(cls, write: ua.WriteValue, status: int) -> _RefusedWrite:
-        node_type = TAG_TYPES[_tag_name(write.NodeId)]
-        other = ua.Variant(False, ua.VariantType.Boolean)
-        if node_type is ua.VariantType.Boolean:
-            other = ua.Variant("", ua.VariantType.String)
-        return cls(NodeId=write.NodeId, AttributeId=write.AttributeId, Value=ua.DataValue(other), status=status)
-
-
-def _tag_name(node: ua.NodeId) -> str:
-    return str(node.Identifier).rpartition("/")[2]
-
+_ACCESS_DENIED: int = ua.StatusCodes.BadUserAccessDenied
 
 # What a tag's value may be, past its type: the same limits as the method arguments of the same name.
 _TAG_RULES = {"PalletPresent": limits.PALLET, "Program": limits.PROGRAM}

@@ -213,9 +213,14 @@ async def test_a_tag_write_of_the_wrong_shape_type_or_size_is_refused_and_change
         ]
         for name, variant, code in writes:
             before = model_state(gw)
+            mark = session.events.mark()
             status = await write_tag(plc, "L1", name, variant)
             assert status.name == code, (name, variant.VariantType, status.name)
             assert model_state(gw) == before
+            # The PLC programmer's screen: a Rejection event naming the tag and why.
+            event = await session.events.wait_for("RejectionEventType", after=mark, Station="L1")
+            assert event.Reason == "InvalidArgument"
+            assert f"write of {name} at L1" in event.Message.Text
         assert await plc.read(tag) == ""
         assert await plc.read("Cell/Stations/L1/Tags/CycleActive") is False
         assert len(logged(caplog, "tag_write_refused")) == len(writes)

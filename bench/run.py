@@ -155,6 +155,12 @@ def bench_config(workdir: Path, stations: int) -> Path:
     text, found = re.subn(r"^pallets = \[(.*)\]$", rf"pallets = [\1, {pallets}]", text, count=1, flags=re.MULTILINE)
     if not found:
         raise RuntimeError("the demo config has no top-level pallets line")
+    # Every bench client connects from 127.0.0.1, up to 100 sessions at once: room beyond the defaults
+    # of one peer address and of the session count (a cell's PLCs come from many addresses).
+    room = "[limits]\nmax_connections = 1000\nmax_connections_per_peer = 1000\nmax_sessions = 1000\n"
+    text, found = re.subn(r"^\[limits\]\n", room, text, count=1, flags=re.MULTILINE)
+    if not found:
+        text += "\n" + room
     for i in range(stations):
         text += f'\n[[stations]]\nid = "B{i:03d}"\nkind = "manual"\ngroups = ["BENCH"]\n'
     config.write_text(text)

@@ -312,6 +312,13 @@ async def serve(config: CellConfig) -> None:
             profile=config.server.security_profile,
             seconds=round(loop.time() - started, 3),
         )
+        if "units_per_pallet" not in config.cell.model_fields_set:
+            log.warning(
+                "units_per_pallet_not_set",
+                units_per_pallet=config.cell.units_per_pallet,
+                why="cell.units_per_pallet is not in the config: a load putting more than 1 unit on a pallet "
+                "is refused; set it to what the cell's pallets hold",
+            )
     else:
         ready.cancel()
     try:

@@ -38,6 +38,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway import limits
 from gateway.security.logins import LoginPolicy
 from gateway.security.passwords import is_password_hash
 
@@ -149,6 +150,16 @@ class CellSettings(_Model):
         if first == second:
             raise ValueError(f"{value!r} must contain {{seq}}, or every generated serial is the same")
         return value
+
+    @model_validator(mode="after")
+    def _serials_fit_the_limits(self) -> Self:
+        # The gateway's own serials are checked like a PLC's: one that breaks the serial rule would be
+        # refused when a station scans it. Checked with a seq of a billion units.
+        serial = self.serial_format.format(cell=self.name, seq=999_999_999)
+        problem = limits.SERIAL.problem(serial)
+        if problem:
+            raise ValueError(f"serial_format with name {self.name!r} makes serials such as {serial!r}: {problem}")
+        return self
 
 
 class ServerSettings(_Model):

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 #: Job ids, part numbers, revisions, template ids, operation codes, pallet ids: ERP and MES ids are
 #: rarely over 30 characters; 64 leaves room for prefixes (``<JobId>-R<n>`` of a split, site codes).
 MAX_ID_LENGTH = 64
+#: A job id that names an existing job: split children are ``<JobId>-R<n>`` and may be split again,
+#: so ids the gateway makes grow beyond what a client may choose.
+MAX_JOB_ID_LENGTH = 2 * MAX_ID_LENGTH
 #: Unit serials: laser-marked DataMatrix serials run to about 40 characters; 64 as for other ids.
 MAX_SERIAL_LENGTH = 64
 #: A report's EventId: a PLC counter, a timestamp or a GUID (36 characters) with a station prefix.
@@ -65,8 +68,11 @@ MAX_LIST_LENGTH = 1000
 #: have a stricter rule of their own (``gateway/config.py``: a letter first, no ``.`` or ``:``).
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _NODE_ID = re.compile(NODE_ID_PATTERN)
-#: Every other id (serials, pallets, parts, EventIds): any printable characters without spaces.
+#: Every other id (pallets, parts, operation codes): any printable characters without spaces.
 PRINTABLE_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+#: Serials and EventIds: any printable characters, spaces included (a serial made from a cell name
+#: with a space, an EventId that is a timestamp such as ``2026-05-01 12:00:00.123``).
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 #: Job ids that are the names of methods under ``Cell/Jobs``: a job so named would share its browse
 #: name with a method there.
 RESERVED_JOB_IDS = frozenset(
@@ -76,6 +82,7 @@ RESERVED_JOB_IDS = frozenset(
 # C0 control characters other than tab, line feed and carriage return, and DEL: never in any text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def text_problem(value: str) -> str | None:
@@ -99,7 +106,8 @@ class TextRule:
 
     what: str  # "job id", "serial", ... for the reason
     max_length: int
-    #: "node id": letters, digits and . _ : -; "id": printable, no spaces; "text": any text
+    #: "node id": letters, digits and . _ : -; "id": printable, no spaces; "printable": printable,
+    #: spaces included; "text": any text (tab and line breaks included)
     characters: str = "id"
 
     def problem(self, value: str) -> str | None:
@@ -114,23 +122,27 @@ class TextRule:
             return f"{self.what} {value!r} may hold only letters, digits and . _ : - (a letter or digit first)"
         if self.characters == "id" and _WHITESPACE_OR_CONTROL.search(value):
             return f"{self.what} {value!r} must not contain spaces or control characters"
+        if self.characters == "printable" and _ANY_CONTROL.search(value):
+            return f"{self.what} {value!r} must not contain control characters"
         return None
 
     @property
     def pattern(self) -> str | None:
         """The regular expression of the allowed characters (for pydantic and OpenAPI), if any."""
-        return {"node id": NODE_ID_PATTERN, "id": PRINTABLE_ID_PATTERN}.get(self.characters)
+        patterns = {"node id": NODE_ID_PATTERN, "id": PRINTABLE_ID_PATTERN, "printable": PRINTABLE_PATTERN}
+        return patterns.get(self.characters)
 
 
-JOB_ID = TextRule("job id", MAX_ID_LENGTH)
+JOB_ID = TextRule("job id", MAX_JOB_ID_LENGTH)  # a job id that names a job (made by a client or a split)
 NEW_JOB_ID = TextRule("job id", MAX_ID_LENGTH, "node id")  # a job id a client chooses
-PART = TextRule("part", MAX_ID_LENGTH)
-REVISION = TextRule("revision", MAX_ID_LENGTH)
+# Parts and revisions name templates (``<Part>/<Revision>/v<n>``) and travel in the ERP API's URLs.
+PART = TextRule("part", MAX_ID_LENGTH, "node id")
+REVISION = TextRule("revision", MAX_ID_LENGTH, "node id")
 TEMPLATE_ID = TextRule("template id", 3 * MAX_ID_LENGTH)  # <Part>/<Revision>/v<n>
 OPERATION = TextRule("operation code", MAX_ID_LENGTH)
 PALLET = TextRule("pallet id", MAX_ID_LENGTH)
-SERIAL = TextRule("serial", MAX_SERIAL_LENGTH)
-EVENT_ID = TextRule("EventId", MAX_EVENT_ID_LENGTH)
+SERIAL = TextRule("serial", MAX_SERIAL_LENGTH, "printable")
+EVENT_ID = TextRule("EventId", MAX_EVENT_ID_LENGTH, "printable")
 STATION = TextRule("station id", MAX_STATION_ID_LENGTH)
 PROGRAM = TextRule("program", MAX_PROGRAM_LENGTH, "text")
 REASON = TextRule("reason", MAX_TEXT_LENGTH, "text")

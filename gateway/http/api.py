@@ -54,6 +54,7 @@ log = get_logger(__name__)
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 After = Annotated[str | None, Query(max_length=2 * limits.MAX_ID_LENGTH, description="next_after of the previous page")]
 WriteId = Annotated[str, Path(min_length=1, max_length=limits.MAX_ID_LENGTH, pattern=M.ID_PATTERN)]
+JobId = Annotated[str, Path(min_length=1, max_length=limits.MAX_JOB_ID_LENGTH, pattern=M.ID_PATTERN)]
 BookingId = Annotated[str, Path(min_length=1, max_length=2 * limits.MAX_ID_LENGTH, pattern=M.ID_PATTERN)]
 
 DESCRIPTION = """\
@@ -448,7 +449,7 @@ def create_app(
         return result
 
     @api.post("/jobs/{job_id}/back-out", response_model=M.BackOut, tags=["jobs"])
-    async def back_out(job_id: WriteId, body: M.BackOutIn, who: Who) -> dict[str, Any]:
+    async def back_out(job_id: JobId, body: M.BackOutIn, who: Who) -> dict[str, Any]:
         """Close the job and book what it had not started again (``<job>-backout-<n>``), in one step."""
         answer = await submit(BackOutJob(job_id, body.reason, body.due, body.priority), who)
         booking_id = answer.outputs["BookingId"]

@@ -26,10 +26,12 @@ ID_PATTERN = limits.NODE_ID_PATTERN
 _ID_MAX = limits.MAX_ID_LENGTH
 _QUANTITY_MAX = limits.MAX_JOB_QUANTITY
 Id = Annotated[str, StringConstraints(min_length=1, max_length=_ID_MAX, pattern=ID_PATTERN)]
-PartName = Annotated[str, StringConstraints(min_length=1, max_length=_ID_MAX, pattern=ID_PATTERN)]
+PartName = Annotated[
+    str, StringConstraints(min_length=1, max_length=limits.PART.max_length, pattern=limits.PART.pattern)
+]
 Serial = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=limits.MAX_SERIAL_LENGTH, pattern=limits.PRINTABLE_ID_PATTERN),
+    StringConstraints(min_length=1, max_length=limits.SERIAL.max_length, pattern=limits.SERIAL.pattern),
     Storable,
 ]
 Text = Annotated[str, StringConstraints(max_length=limits.MAX_TEXT_LENGTH), Storable]

@@ -208,6 +208,12 @@ class GatewaySession(InternalSession):  # type: ignore[misc]
             _TOKEN_KIND.reset(token)
 
     def _activated_sessions(self) -> int:
+        """Activated sessions on a live connection. asyncua keeps a session with subscriptions after its
+        connection is lost, until its timeout (up to 10 minutes): such a session takes no slot, or a
+        switch reboot would lock reconnecting PLCs out until the old sessions time out."""
+        live = getattr(self.iserver, "live_sessions", None)
+        if live is not None:
+            return int(live())
         sessions = getattr(self.iserver, "_external_sessions", {})
         return sum(1 for s in sessions.values() if s.is_activated())
 
@@ -263,6 +269,8 @@ class GatewayInternalServer(InternalServer):  # type: ignore[misc]
     session_type: type[GatewaySession] = GatewaySession
     # Told the session's name when an activation is refused for max_sessions (the edge counts it).
     on_sessions_full: Callable[[Any], None] | None = None
+    # Activated sessions on a live connection (the edge knows the connections); None: asyncua's count.
+    live_sessions: Callable[[], int] | None = None
 
     def decrypt_user_token(self, isession: Any, token: ua.UserNameIdentityToken) -> tuple[str, str]:
         # The processor decrypted this token already to have the password checked; not again.

@@ -499,6 +499,7 @@ class OpcUaServer:
         self.edge = Edge(edge_limits, self.logins)
         self.edge_stats = self.edge.stats  # counts for the metrics
         self.iserver.on_sessions_full = self.edge.sessions_full
+        self.iserver.live_sessions = self.edge.live_sessions
         install(self.iserver, edge_limits)
         self.server = GatewayServer(iserver=self.iserver, edge=self.edge)
         self.space: AddressSpace | None = None
@@ -774,6 +775,8 @@ class OpcUaServer:
         tags are writable, by the users who may report for the station, with a value of the tag's type
         and within the limits of the method argument of the same name. A refused write changes nothing."""
         assert self.space is not None
+        if self._closing:  # shutting down: as for method calls, nothing new is taken
+            return _HALTED
         found = self.space.tag_nodes.get(value.NodeId)
         if found is None or not user.may_report_for(found[0]):
             return _ACCESS_DENIED
@@ -1058,6 +1061,7 @@ def _invalid_argument(method: Method, refusal: str) -> ua.CallMethodResult:
 
 
 _ACCESS_DENIED: int = ua.StatusCodes.BadUserAccessDenied
+_HALTED: int = ua.StatusCodes.BadServerHalted
 
 # What a tag's value may be, past its type: the same limits as the method arguments of the same name.
 _TAG_RULES = {"PalletPresent": limits.PALLET, "Program": limits.PROGRAM}

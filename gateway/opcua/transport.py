@@ -99,7 +99,11 @@ class Edge:
                 return self._refuse(new)
         if len(self._open) >= self.limits.max_connections:
             self._trip("max_connections", "", self.limits.max_connections)
-            if not self._evict(lambda p: True):
+            # Room is made at the expense of the address holding the most connections without a
+            # session: a flood from a few addresses does not close other peers' handshakes.
+            stalled = Counter(p.peer_host for p in self._open if not p.activated)
+            busiest = stalled.most_common(1)[0][0] if stalled else None
+            if not self._evict(lambda p: p.peer_host == busiest):
                 return self._refuse(new)
         self._open[new] = None
         self._per_peer[peer] += 1
@@ -114,6 +118,10 @@ class Edge:
             if self._per_peer[protocol.peer_host] <= 0:
                 del self._per_peer[protocol.peer_host]
             self.stats.open = len(self._open)
+
+    def live_sessions(self) -> int:
+        """Activated sessions on the connections open now."""
+        return sum(1 for protocol in self._open if protocol.activated)
 
     def sessions_full(self, session_name: Any) -> None:
         """An activation refused for max_sessions (``session_name`` is asyncua's: the peer's address)."""

@@ -15,8 +15,12 @@ One :class:`LoginGuard` per gateway checks every password login, whatever the pr
   address, start a back-off for that user or peer: logins are refused without a check
   (:attr:`Verdict.BACKED_OFF`) for ``backoff_seconds``, doubled for each further episode while the
   failures go on, up to ``backoff_max_seconds``. An episode is logged once when it starts. Sessions
-  already open are not touched; a PLC locked out by someone else's guesses gets in again when the
-  back-off ends (the price of slowing guessing down; see docs/operations.md).
+  already open are not touched. A user's back-off does not hold back the address that user logged in
+  from within the last day (``TRUSTED_SECONDS``): guesses at a PLC's user name from elsewhere do not
+  lock the PLC out. A PLC behind an address that guesses (the same NAT) gets in again when the
+  address's back-off ends (the price of slowing guessing down; see docs/operations.md).
+- **Bounded input.** A user name longer than any configured one, or a password over 1 KiB, is refused
+  unchecked and counted against the address only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from enum import Enum
 
 from argon2 import PasswordHasher, extract_parameters
 
+from gateway import limits
 from gateway.logging import get_logger
 from gateway.security.passwords import LoginCache, hash_password, is_password_hash, verify_password
 
@@ -83,6 +88,12 @@ class LoginGuard:
 
     # Tallies kept per user name and per peer address; the oldest is forgotten beyond this.
     MAX_TALLIES = 10_000
+    # A (user, peer) that logged in within this time is not held back by the user's back-off (only by
+    # its address's): someone guessing a PLC's password elsewhere does not lock that PLC out.
+    TRUSTED_SECONDS = 24 * 3600.0
+    # Longer than any configured user name or any sane password: refused unchecked, counted against
+    # the address only (an attacker's megabyte names are neither kept nor hashed).
+    MAX_PASSWORD_LENGTH = 1024
 
     def __init__(
         self,
@@ -100,6 +111,7 @@ class LoginGuard:
         self._executor: ThreadPoolExecutor | None = None
         self._waiting = 0
         self._tallies: OrderedDict[tuple[str, str], _Tally] = OrderedDict()
+        self._trusted: OrderedDict[tuple[str, str], float] = OrderedDict()  # (user, peer) -> last success
         self.stats = LoginStats()
 
     async def check(self, user: str, password: str, peer: str) -> Verdict:
@@ -111,8 +123,11 @@ class LoginGuard:
     def retry_after(self, user: str, peer: str) -> float:
         """Seconds until ``user`` and ``peer`` are both out of back-off (0 when neither is in one)."""
         now = self._clock()
-        waits = [t.until - now for t in (self._tallies.get(("user", user)), self._tallies.get(("peer", peer))) if t]
-        return max([0.0, *waits])
+        tallies = [self._tallies.get(("peer", peer))]
+        success = self._trusted.get((user, peer))
+        if success is None or now - success > self.TRUSTED_SECONDS:
+            tallies.append(self._tallies.get(("user", user)))
+        return max([0.0, *(t.until - now for t in tallies if t)])
 
     def close(self) -> None:
         if self._executor is not None:
@@ -122,6 +137,9 @@ class LoginGuard:
     async def _check(self, user: str, password: str, peer: str) -> Verdict:
         if self.retry_after(user, peer) > 0:
             return Verdict.BACKED_OFF
+        if len(user) > limits.MAX_USER_NAME_LENGTH or len(password) > self.MAX_PASSWORD_LENGTH:
+            self._failed("peer", peer, user[: limits.MAX_USER_NAME_LENGTH])
+            return Verdict.REFUSED
         stored = self._accounts.get(user)
         against = stored if stored is not None else self._decoy
         matches = self._cache.known(user, against, password)
@@ -141,7 +159,13 @@ class LoginGuard:
             self.stats.checks += 1
             self._cache.remember(user, against, password, matches)
         if matches and stored is not None:
-            self._tallies.pop(("user", user), None)
+            tally = self._tallies.get(("user", user))
+            if tally is not None and tally.until <= self._clock():  # a running back-off runs on for others
+                del self._tallies[("user", user)]
+            self._trusted.pop((user, peer), None)
+            self._trusted[(user, peer)] = self._clock()
+            while len(self._trusted) > self.MAX_TALLIES:
+                self._trusted.popitem(last=False)
             return Verdict.OK
         self._failed("user", user, peer)
         self._failed("peer", peer, user)
@@ -155,8 +179,9 @@ class LoginGuard:
             self._tallies.popitem(last=False)
         if now - tally.last_failure > self.policy.window_seconds:
             tally.failures = 0
-            if now >= tally.until:
-                tally.episodes = 0
+        # Episodes count on while the failures go on: a back-off's own time is not a quiet window.
+        if now - max(tally.last_failure, tally.until) > self.policy.window_seconds:
+            tally.episodes = 0
         tally.failures += 1
         tally.last_failure = now
         if tally.failures < self.policy.failures:

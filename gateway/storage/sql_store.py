@@ -92,7 +92,8 @@ def _cannot_write(exc: sa_exc.OperationalError) -> bool:
     code = getattr(exc.orig, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in (_SQLITE_READONLY, _SQLITE_CANTOPEN)
-    return "readonly" in str(exc.orig)
+    message = str(exc.orig)
+    return "readonly" in message or "read-only transaction" in message  # SQLite; PostgreSQL on a standby
 
 
 def repair_side_files(path: Path) -> None:
@@ -110,8 +111,8 @@ def repair_side_files(path: Path) -> None:
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         try:
-            if not side.exists() or os.access(side, os.W_OK):
-                continue
+            if side.is_symlink() or not side.exists() or os.access(side, os.W_OK):
+                continue  # a link is someone's deliberate set-up: its target is not changed
             os.chmod(side, mode)
         except OSError as exc:
             log.error("database_file_not_writable", file=str(side), error=exc.strerror or str(exc))

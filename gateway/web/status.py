@@ -29,6 +29,10 @@ STALL_SECONDS = 10.0
 HEALTH_BUDGET_SECONDS = 1.0
 # A commit waiting longer than this for the database (a held write lock, a stuck disk) is reported.
 SLOW_COMMIT_SECONDS = 2.0
+# A failed commit is the answer while PLCs are still being refused. Once nothing is queued, nothing is
+# committing and this long has passed since, it is history (a lock held by a nightly backup must not
+# keep /healthz failing, and a liveness probe restarting the gateway, all night): reported, not failing.
+FAILURE_MEMORY_SECONDS = 30.0
 
 
 def live_status(view: CellView, now: datetime) -> dict[str, Any]:
@@ -116,9 +120,11 @@ async def health(writer: Writer, engine: AsyncEngine, opcua_listening: Any, prog
         "writer": _writer(writer, progress),
     }
     healthy = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if healthy else "failing", "checks": checks}, status_code=200 if healthy else 503
-    )
+    body: dict[str, Any] = {"status": "ok" if healthy else "failing", "checks": checks}
+    last = writer.last_commit
+    if last is not None and not last.ok:
+        body["last_commit_failed"] = {"error": last.error, "seconds_ago": round(time.monotonic() - last.at, 1)}
+    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 async def _database(writer: Writer, engine: AsyncEngine) -> str:
@@ -128,7 +134,13 @@ async def _database(writer: Writer, engine: AsyncEngine) -> str:
         problems.append(f"reports cannot be stored: {read_only}")
     failing = writer.writes_failing
     last = writer.last_commit
-    if failing is not None and last is not None:
+    settled = (
+        last is not None
+        and not writer.queue_depth
+        and not writer.commit_waiting
+        and time.monotonic() - last.at > FAILURE_MEMORY_SECONDS
+    )
+    if failing is not None and last is not None and not settled:
         since = time.monotonic() - (last.failing_since or last.at)
         queued = f", {writer.queue_depth} commands queued" if writer.queue_depth else ""
         problems.append(f"reports cannot be stored: {failing} (failing for {since:.0f} s{queued})")

@@ -80,6 +80,22 @@ async def test_create_job_takes_a_plain_id_of_the_longest_length(session: Sessio
     await cell.wait_for(f"Cell/Jobs/{longest}/State", "Released")
 
 
+async def test_the_child_of_a_split_of_a_longest_id_job_is_addressable(session: Session) -> None:
+    """Split children are ``<JobId>-R<n>``: ids the gateway makes may be longer than a client may
+    choose, and every method naming a job takes them (control: the parent itself)."""
+    cell = session.cell
+    longest = "J-" + "9" * (limits.MAX_ID_LENGTH - 2)
+    await released_job(cell, longest, quantity=10)
+    (child,) = await good(cell.jobs("SplitQuantity", longest, 4, []))
+    assert child == f"{longest}-R1"
+    (grandchild,) = await good(cell.jobs("SplitQuantity", child, 2, []))
+    assert len(grandchild) > limits.MAX_ID_LENGTH
+    for job in (longest, child, grandchild):
+        await good(cell.jobs("Hold", job, "check the fixture"))
+        await good(cell.jobs("Resume", job))
+    await good(cell.station("L1", "LoadCompleted", "L1-1", "P1", grandchild, 1, [], NOW))
+
+
 def test_reserved_job_ids_are_the_methods_under_jobs() -> None:
     assert {m.name.casefold() for m in JOB_METHODS} == limits.RESERVED_JOB_IDS
 
@@ -92,7 +108,7 @@ async def test_oversized_or_unprintable_text_in_station_reports_is_refused_and_n
         (cell.station("L1", "PalletArrived", "L1-1", "P" * 65, NOW), 1),
         (cell.station("L1", "PalletArrived", "L1-1", "P\x001", NOW), 1),
         (cell.station("L1", "LoadCompleted", "L1-1", "P1", "J1", 1, ["S" * 65], NOW), 4),
-        (cell.station("L1", "LoadCompleted", "L1-1", "P1", "J1", 1, ["S 1"], NOW), 4),
+        (cell.station("L1", "LoadCompleted", "L1-1", "P1", "J1", 1, ["S\t1"], NOW), 4),
         (cell.station("L1", "StartUnit", "L1-1", "J1", MEGABYTE, NOW), 2),
         (cell.station("M1", "CycleStarted", "M1-1", "P1", "O" * 129, NOW), 2),
         (cell.units("Scrap", "X-1", "S-1", "r" * 501, NOW), 2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import statistics
 import struct
 import time
@@ -22,8 +23,10 @@ from asyncua.client.ua_client import UaClientState
 
 from gateway.app import running_gateway
 from gateway.config import CellConfig
+from tests.conftest import free_port
 from tests.integration.opcua_client import NOW, CellClient
 from tests.integration.opcua_support import good, login
+from tests.integration.test_http_edges import start_flood
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -319,14 +322,16 @@ async def _flood_logins(config: CellConfig, stop: asyncio.Event, loop_no: int, a
 
 
 async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
-    demo_config: CellConfig,
+    make_config: Callable[..., CellConfig],
 ) -> None:
     """The healthy PLC's median call time under attack stays within 3x its idle median, same run.
 
-    Attack: 5 loops of wrong-password logins (each a full argon2 check) and 1,000 half-HELLO
-    connections; the PLC's session that was open before, and a new connect + login during the attack.
+    Attack: 5 loops of wrong-password logins (each a full argon2 check), 1,000 half-HELLO connections,
+    and, from another process, wrong HTTP Basic passwords and 50 MB request bodies on the ERP API
+    (tests/integration/test_http_edges.py's flood); the PLC's session that was open before, and a new
+    connect + login during the attack.
     """
-    config = with_limits(demo_config, login_failures=1000)  # every guess costs a check: no back-off
+    config = with_limits(make_config(CELL_GATEWAY_HTTP_PORT=str(free_port())), login_failures=1000)
     host, port = endpoint_of(config)
     ids = itertools.count()
     async with running_gateway(config) as gateway:
@@ -339,7 +344,12 @@ async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
             stop = asyncio.Event()
             answered = [0]  # wrong-password logins answered so far
             floods = [asyncio.create_task(_flood_logins(config, stop, n, answered)) for n in range(5)]
+            http_flood = await start_flood(config.server.http_port)
+            assert http_flood.stdin is not None
+            assert http_flood.stdout is not None
             try:
+                async with asyncio.timeout(30):
+                    assert await http_flood.stdout.readline() == b"flooding\n"
                 async with held(stalled):
                     await wait_until(lambda: answered[0] >= 3, within=10)
                     before = gateway.opcua.logins.stats.checks
@@ -356,7 +366,12 @@ async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
             finally:
                 stop.set()
                 await asyncio.gather(*floods)
+                http_flood.stdin.close()
+                async with asyncio.timeout(30):
+                    http_answers, _ = await http_flood.communicate()
         print(f"idle {idle * 1000:.1f} ms, open {busy * 1000:.1f} ms, new {fresh_busy * 1000:.1f} ms, {checks} checks")
         assert busy < 3 * idle, f"open session: {busy * 1000:.1f} ms under attack vs {idle * 1000:.1f} ms idle"
         assert fresh_busy < 3 * idle, f"new session: {fresh_busy * 1000:.1f} ms vs {idle * 1000:.1f} ms idle"
         assert checks >= 6, "the guesses were not checked (each is a full argon2 check in the pool)"
+        flooded = json.loads(http_answers)
+        assert sum(n for answer, n in flooded.items() if answer.startswith("oversized")) >= 2, flooded

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from sqlalchemy import event
 
 from gateway.config import CellConfig
 from gateway.storage.sql_store import SqlStore
+from gateway.web.status import FAILURE_MEMORY_SECONDS
 from tests.conftest import DEMO_CONFIG, ROOT, free_port
 from tests.integration.opcua_client import NOW, CellClient
 from tests.integration.opcua_support import Session, serving
@@ -158,8 +160,21 @@ async def test_healthz_under_a_held_write_lock_answers_within_its_budget_with_a_
                 if locker.in_transaction:
                     locker.execute("ROLLBACK")
                 locker.close()
+        # The lock is gone and no PLC has sent anything since: once FAILURE_MEMORY_SECONDS have passed
+        # (moved here on the failure's own timestamp, not waited for), the failure is history, not
+        # health: 200, with the last failure named.
+        writer = session.gateway.writer
+        last = writer.last_commit
+        assert last is not None
+        assert not last.ok
+        assert (await _health(http))[0] == 503  # control: a fresh failure is still the answer
+        writer.last_commit = replace(last, at=last.at - FAILURE_MEMORY_SECONDS - 1)
+        response = await http.get("/healthz")
+        assert response.status_code == 200
+        assert "database is locked" in response.json()["last_commit_failed"]["error"]
         assert (await cell.station("L1", "PalletDeparted", "d-1", "P1", NOW)).ok  # the retry, lock gone
         assert (await _health(http))[:2] == (200, "ok")
+        assert "last_commit_failed" not in (await http.get("/healthz")).json()
 
 
 # ---------------------------------------------------------------------------------------- read-only

@@ -281,6 +281,13 @@ def test_lookups() -> None:
         ),
         pytest.param(
             'name = "T"',
+            'name = "T"\nserial_format = "{cell}-{seq:06d}-' + "x" * 60 + '"',
+            "cell",
+            "makes serials such as",
+            id="serial-format-too-long-for-a-serial",
+        ),
+        pytest.param(
+            'name = "T"',
             'name = "T"\n[server]\nendpoint = "http://localhost:4840"',
             "server.endpoint",
             "must start with opc.tcp://",

@@ -23,7 +23,8 @@ def test_ids_are_taken_up_to_their_length_and_refused_beyond_it() -> None:
     ("rule", "value", "why"),
     [
         (limits.SERIAL, "S\x001", "NUL"),
-        (limits.SERIAL, "S 1", "spaces"),
+        (limits.SERIAL, "S\t1", "control characters"),
+        (limits.PART, "ABC/12", "letters, digits"),  # parts name templates: <Part>/<Revision>/v<n>
         (limits.PALLET, "P\t1", "spaces"),
         (limits.EVENT_ID, "e\udcff", "UTF-8"),  # an OPC UA string that was not UTF-8
         (limits.REASON, "dropped\x07", "control character"),
@@ -38,6 +39,16 @@ def test_characters_that_cannot_be_stored_or_become_node_ids_are_refused(
     problem = rule.problem(value)
     assert problem is not None
     assert why in problem
+
+
+def test_serials_and_event_ids_may_hold_spaces_and_split_children_of_long_ids_are_named() -> None:
+    """A serial made from a cell name with a space, an EventId that is a timestamp, and the child of a
+    split of a job with a 64-character id are all things the gateway itself makes or took before."""
+    assert limits.SERIAL.problem("Cell 3-000001") is None
+    assert limits.EVENT_ID.problem("2026-05-01 12:00:00.123") is None
+    longest_new = "J" * limits.MAX_ID_LENGTH
+    assert limits.new_job_id_problem(longest_new) is None
+    assert limits.JOB_ID.problem(f"{longest_new}-R1-R12") is None
 
 
 def test_new_job_ids_are_plain_and_name_no_method_under_jobs() -> None:

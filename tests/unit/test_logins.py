@@ -160,3 +160,40 @@ async def test_checks_run_off_the_event_loop(guard: LoginGuard) -> None:
 def test_policy_from_limit_settings() -> None:
     policy = LimitSettings(login_failures=7, login_backoff_seconds=3).login_policy()
     assert (policy.failures, policy.backoff_seconds) == (7, 3)
+
+
+async def test_guesses_at_a_plcs_user_elsewhere_do_not_lock_that_plc_out(guard: LoginGuard) -> None:
+    """The user back-off spares the address the user logged in from (the PLC), not a new address."""
+    assert await guard.check("plc", "plc-secret", "10.0.0.1") is Verdict.OK
+    for i in range(3):
+        assert await guard.check("plc", f"guess-{i}", f"10.6.6.{i}") is Verdict.REFUSED
+    assert await guard.check("plc", "plc-secret", "10.0.0.1") is Verdict.OK
+    # Control: the same right password from an address the user never logged in from waits.
+    assert await guard.check("plc", "plc-secret", "10.0.0.9") is Verdict.BACKED_OFF
+
+
+async def test_backoff_stays_at_its_maximum_while_the_guessing_goes_on(clock: Clock) -> None:
+    """A back-off longer than the window is no quiet time: the next episode doubles on."""
+    policy = LoginPolicy(failures=1, window_seconds=10, backoff_seconds=2, backoff_max_seconds=40)
+    guard = LoginGuard({"plc": PLC_HASH}, policy, clock=clock)
+    try:
+        waits = []
+        for episode in range(7):
+            assert await guard.check("plc", f"guess-{episode}", "10.0.0.1") is Verdict.REFUSED
+            waits.append(guard.retry_after("plc", "10.0.0.1"))
+            clock.now += waits[-1] + 0.01
+        assert waits == pytest.approx([2, 4, 8, 16, 32, 40, 40])
+    finally:
+        guard.close()
+
+
+async def test_oversized_names_and_passwords_are_refused_unchecked_against_the_address(guard: LoginGuard) -> None:
+    huge = "u" * 1_000_000
+    for _ in range(3):
+        assert await guard.check(huge, "x", "10.6.6.6") is Verdict.REFUSED
+        assert await guard.check("plc", "p" * 2000, "10.6.6.7") is Verdict.REFUSED
+    assert guard.stats.checks == 0
+    assert guard.retry_after("anyone", "10.6.6.6") > 0  # the address backs off
+    assert all(len(user) <= 64 for kind, user in guard._tallies if kind == "user")
+    # Control: the PLC's user was not backed off by the long passwords sent under its name.
+    assert await guard.check("plc", "plc-secret", "10.0.0.1") is Verdict.OK

@@ -129,7 +129,16 @@ async def health(writer: Writer, engine: AsyncEngine, opcua_listening: Any, prog
 
 async def _database(writer: Writer, engine: AsyncEngine) -> str:
     problems = []
-    read_only = unwritable(engine.url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HEALTH_BUDGET_SECONDS
+    # File permissions in a thread, beside the read below: a stat on a stalled network filesystem
+    # must not hold the event loop the PLCs are served on.
+    permissions = asyncio.ensure_future(asyncio.to_thread(unwritable, engine.url))
+    try:
+        async with asyncio.timeout_at(deadline):
+            read_only = await asyncio.shield(permissions)
+    except TimeoutError:
+        read_only = f"its file permissions could not be read within {HEALTH_BUDGET_SECONDS} s"
     if read_only is not None:
         problems.append(f"reports cannot be stored: {read_only}")
     failing = writer.writes_failing
@@ -148,7 +157,7 @@ async def _database(writer: Writer, engine: AsyncEngine) -> str:
     if waiting >= SLOW_COMMIT_SECONDS:
         problems.append(f"a commit has waited {waiting:.1f} s for the database ({writer.queue_depth} commands queued)")
     try:
-        async with asyncio.timeout(HEALTH_BUDGET_SECONDS):
+        async with asyncio.timeout_at(max(deadline, loop.time() + 0.1)):
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT count(*) FROM gateway_meta"))
     except TimeoutError:

@@ -124,11 +124,21 @@ async def held(conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -
             writer.close()
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+class Tally:
+    """A count that tasks wait on: ``await tally.reached(n)`` returns once it is n or more."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Condition()
+
+    async def add(self) -> None:
+        async with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    async def reached(self, n: int, within: float = 10.0) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.count >= n)
 
 
 def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
@@ -265,11 +275,16 @@ async def test_a_session_not_activated_in_time_is_closed(demo_config: CellConfig
     async with running_gateway(config) as gateway, login(config.server.endpoint, "plc-load") as client:
         stalled = Client(config.server.endpoint, timeout=10)
         await stalled.connect_socket()
+        closed = asyncio.Event()
+        assert stalled.uaclient.protocol is not None
+        stalled.uaclient.protocol.on_connection_lost = lambda _: closed.set()
         try:
             await stalled.send_hello()
             await stalled.open_secure_channel()
             await stalled.create_session()
-            await wait_until(lambda: gateway.opcua.edge_stats.activation_timeouts == 1)
+            async with asyncio.timeout(5):
+                await closed.wait()  # the gateway closes it at the activation deadline
+            assert gateway.opcua.edge_stats.activation_timeouts == 1
             with pytest.raises((ua.UaError, ConnectionError, asyncio.TimeoutError)):
                 await stalled.activate_session("plc-load", "plc-load")
         finally:
@@ -309,7 +324,7 @@ async def _call_latencies(
     return took
 
 
-async def _flood_logins(config: CellConfig, stop: asyncio.Event, loop_no: int, answered: list[int]) -> None:
+async def _flood_logins(config: CellConfig, stop: asyncio.Event, loop_no: int, answered: Tally) -> None:
     """Wrong passwords as fast as answered, from ever new addresses (so every one is a full check)."""
     tries = 0
     while not stop.is_set():
@@ -318,7 +333,7 @@ async def _flood_logins(config: CellConfig, stop: asyncio.Event, loop_no: int, a
         with contextlib.suppress(ua.UaError, OSError, asyncio.TimeoutError):
             await try_login(config, user, f"guess-{loop_no}-{tries}", address)
         tries += 1
-        answered[0] += 1
+        await answered.add()
 
 
 async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
@@ -342,7 +357,7 @@ async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
 
             stalled = [await half_hello(host, port, f"127.0.1.{1 + i % 20}") for i in range(1000)]
             stop = asyncio.Event()
-            answered = [0]  # wrong-password logins answered so far
+            answered = Tally()  # wrong-password logins answered so far
             floods = [asyncio.create_task(_flood_logins(config, stop, n, answered)) for n in range(5)]
             http_flood = await start_flood(config.server.http_port)
             assert http_flood.stdin is not None
@@ -351,16 +366,16 @@ async def test_a_plc_is_served_while_logins_are_flooded_and_connections_stalled(
                 async with asyncio.timeout(30):
                     assert await http_flood.stdout.readline() == b"flooding\n"
                 async with held(stalled):
-                    await wait_until(lambda: answered[0] >= 3, within=10)
+                    await answered.reached(3)
                     before = gateway.opcua.logins.stats.checks
                     # Each session calls for as long as 3 more guesses take to be answered.
-                    mark = answered[0]
-                    busy = statistics.median(await _call_latencies(cell, 40, ids, lambda: answered[0] >= mark + 3))
+                    mark = answered.count
+                    busy = statistics.median(await _call_latencies(cell, 40, ids, lambda: answered.count >= mark + 3))
                     async with login(config.server.endpoint, "plc-load") as fresh_client:
                         fresh = await CellClient(fresh_client).setup()
-                        mark = answered[0]
+                        mark = answered.count
                         fresh_busy = statistics.median(
-                            await _call_latencies(fresh, 20, ids, lambda: answered[0] >= mark + 3)
+                            await _call_latencies(fresh, 20, ids, lambda: answered.count >= mark + 3)
                         )
                     checks = gateway.opcua.logins.stats.checks - before
             finally:

@@ -8,20 +8,15 @@ recorded: the page must render the API's operations and ask for nothing outside 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from gateway import __version__
 from gateway.config import CellConfig
 from tests.integration.erp_support import erp_gateway
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # Chromium with no way out: names other than 127.0.0.1 do not resolve, and no background services.
 OFFLINE_ARGS = [
@@ -29,16 +24,6 @@ OFFLINE_ARGS = [
     "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
 
 
 def _is_local(url: str, base_url: str) -> bool:

@@ -6,15 +6,12 @@ with that executable; no browser download).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway, running_gateway
@@ -24,8 +21,6 @@ from gateway.tracking.reports import REPORT_TYPES, ScanIn
 from tests.conftest import free_port
 from tests.service.days import DAYS, play, read_day
 from tests.service.harness import T0, Cell
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @asynccontextmanager
@@ -111,16 +106,6 @@ async def test_api_status_shows_the_cell_from_memory(make_config: Callable[..., 
     assert [s for s in jobs["J-300"]["wip_by_step"] if s["wip"]] == [{"operation": "OP40", "wip": 1}]
     assert [r["result"] for r in data["refusals"]] == ["OrderFulfilled", "WrongProgram", "JobOnHold"]
     assert data["counter"] == gateway.writer.counter
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
 
 
 async def test_status_page_in_a_real_browser_shows_a_new_refusal_without_reload(

@@ -26,12 +26,12 @@ from gateway import __version__
 from gateway.bootstrap import build_model
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
-from gateway.http.auth import login_guard
 from gateway.http.server import HttpServer
 from gateway.jobs.commands import FlagStaleUnits
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, opcua_session_count
 from gateway.opcua.server import OpcUaServer
+from gateway.security.logins import login_guard
 from gateway.service.writer import Writer
 from gateway.storage.database import create_engine, sqlite_path, unwritable
 from gateway.storage.migrate import upgrade

@@ -27,7 +27,7 @@ from gateway import __version__, limits
 from gateway.config import CellConfig, User
 from gateway.errors import Reason
 from gateway.http import models as M
-from gateway.http.auth import REALM, Authenticator, BasicScheme, authenticated_user, login_guard
+from gateway.http.auth import REALM, Authenticator, BasicScheme, authenticated_user
 from gateway.http.edge import Edge
 from gateway.http.problems import PROBLEM_RESPONSES, install, refused
 from gateway.logging import get_logger
@@ -45,7 +45,7 @@ from gateway.orders.commands import (
     UnassignSerial,
     UpdateOrder,
 )
-from gateway.security.logins import LoginGuard
+from gateway.security.logins import LoginGuard, login_guard
 from gateway.service import erp
 from gateway.service.writer import Answer, Writer
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from fastapi import Request
 from fastapi.security import HTTPBasic
 
-from gateway.config import CellConfig, User
+from gateway.config import User
 from gateway.errors import Reason
 from gateway.http.problems import BUSY, LOGIN_BACKED_OFF, ProblemError
 from gateway.security.logins import LoginGuard, Verdict
@@ -35,12 +35,6 @@ REALM = "cell-gateway"
 _CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
 # Where the edge leaves the authenticated user in the ASGI scope's state (``request.state``).
 USER_STATE = "erp_user"
-
-
-def login_guard(config: CellConfig) -> LoginGuard:
-    """A guard for the password users of ``config``, with its login limits."""
-    accounts = {u.name: u.password_hash for u in config.users if u.password_hash}
-    return LoginGuard(accounts, config.limits.login_policy())
 
 
 def basic_credentials(authorization: str | None) -> tuple[str, str]:

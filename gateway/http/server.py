@@ -19,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import CellConfig
 from gateway.http.api import create_app
-from gateway.http.auth import login_guard
-from gateway.security.logins import LoginGuard
+from gateway.security.logins import LoginGuard, login_guard
 from gateway.service.writer import Writer
 
 

@@ -62,7 +62,7 @@ from gateway.opcua.identity import (
 )
 from gateway.opcua.status import OVERLOADED, STORE_UNAVAILABLE, status_of
 from gateway.opcua.transport import Edge, GatewayServer, install
-from gateway.security.logins import LoginGuard
+from gateway.security.logins import LoginGuard, login_guard
 from gateway.service.answers import safe_text
 from gateway.service.views import CellView, JobView
 from gateway.service.writer import Answer, Applied, Committed, Overloaded, StoreUnavailable, Writer
@@ -493,9 +493,7 @@ class OpcUaServer:
         )
         # Password logins (shared with HTTP when given) and the connection limits: gateway/opcua/transport.py.
         self._own_logins = logins is None
-        self.logins = logins or LoginGuard(
-            {u.name: u.password_hash for u in config.users if u.password_hash}, edge_limits.login_policy()
-        )
+        self.logins = logins or login_guard(config)
         self.edge = Edge(edge_limits, self.logins)
         self.edge_stats = self.edge.stats  # counts for the metrics
         self.iserver.on_sessions_full = self.edge.sessions_full

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher, extract_parameters
 
@@ -44,7 +45,10 @@ from gateway import limits
 from gateway.logging import get_logger
 from gateway.security.passwords import LoginCache, hash_password, is_password_hash, verify_password
 
-__all__ = ["LoginGuard", "LoginPolicy", "LoginStats", "Verdict"]
+if TYPE_CHECKING:  # the config imports LoginPolicy from here
+    from gateway.config import CellConfig
+
+__all__ = ["LoginGuard", "LoginPolicy", "LoginStats", "Verdict", "login_guard"]
 
 log = get_logger(__name__)
 
@@ -81,6 +85,12 @@ class _Tally:
     last_failure: float = 0.0
     until: float = 0.0  # backed off until this time (monotonic clock)
     episodes: int = 0
+
+
+def login_guard(config: CellConfig) -> LoginGuard:
+    """A guard for the password users of ``config``, with its login limits (``[limits]``)."""
+    accounts = {u.name: u.password_hash for u in config.users if u.password_hash}
+    return LoginGuard(accounts, config.limits.login_policy())
 
 
 class LoginGuard:

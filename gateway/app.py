@@ -1,4 +1,4 @@
-"""Wiring: config, store, writer and OPC UA server under one TaskGroup.
+"""Wiring, the one composition root: config, domain, store, writer and OPC UA server under one TaskGroup.
 
 ``Gateway.run`` is the whole life of the service: open and migrate the store, load the cell's state,
 start the writer and the stale-WIP sweeper, serve OPC UA and HTTP (the ERP API, when
@@ -23,20 +23,25 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import __version__
-from gateway.bootstrap import build_model
+from gateway.cell.model import CellModel
 from gateway.clock import Clock, SystemClock
 from gateway.config import CellConfig
+from gateway.http.metrics import Metrics, opcua_session_count
 from gateway.http.server import HttpServer
+from gateway.http.status_page import router as status_router
+from gateway.jobs.book import JobBook
 from gateway.jobs.commands import FlagStaleUnits
+from gateway.jobs.layout import CellLayout, StationInfo
+from gateway.jobs.model import Step, StepKind
 from gateway.logging import get_logger
-from gateway.metrics import Metrics, opcua_session_count
 from gateway.opcua.server import OpcUaServer
+from gateway.orders.model import OrderBook
 from gateway.security.logins import login_guard
 from gateway.service.writer import Writer
 from gateway.storage.database import create_engine, sqlite_path, unwritable
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
-from gateway.web.status import router as status_router
+from gateway.tracking.tracker import CellTracker, TrackingRules
 
 log = get_logger(__name__)
 
@@ -47,6 +52,43 @@ EXIT_CONFIG = 2  # the config file is missing or invalid
 EXIT_FILE = 3  # a file the config names (certificate, key) is missing or does not parse
 EXIT_ADDRESS = 4  # an address the gateway listens on is in use or not available
 EXIT_DATABASE = 5  # the database cannot be reached or opened
+
+
+# ---------------------------------------------------------------------- the domain from the config
+def layout_from(config: CellConfig) -> CellLayout:
+    stations = [StationInfo(s.id, s.kind, frozenset(s.groups)) for s in config.stations]
+    process = [
+        Step(
+            operation=op.code,
+            name=op.name,
+            group=op.group,
+            kind=StepKind(op.kind),
+            program=op.program,
+            expected_seconds=op.expected_seconds,
+        )
+        for op in config.operations
+    ]
+    return CellLayout.build(stations, process, config.pallets)
+
+
+def build_model(config: CellConfig) -> CellModel:
+    book = JobBook(
+        layout_from(config),
+        require_approved_templates=config.cell.require_approved_templates,
+        default_yield_buffer_percent=config.cell.default_yield_buffer_percent,
+    )
+    rules = TrackingRules(
+        cell_name=config.cell.name,
+        serial_format=config.cell.serial_format,
+        source_time_tolerance=timedelta(seconds=config.cell.source_time_tolerance_seconds),
+        units_per_pallet=config.cell.units_per_pallet,
+    )
+    return CellModel(
+        book,
+        CellTracker(book, rules),
+        OrderBook(),
+        assign_workorder_at_unload=config.cell.assign_workorder_at_unload,
+    )
 
 
 class StartupFailure(Exception):

@@ -29,7 +29,7 @@ MAX_JOB_ID_LENGTH = 2 * MAX_ID_LENGTH
 MAX_SERIAL_LENGTH = 64
 #: A report's EventId: a PLC counter, a timestamp or a GUID (36 characters) with a station prefix.
 MAX_EVENT_ID_LENGTH = 64
-#: Station ids come from the config file (``gateway/config.py``): they are OPC UA browse names.
+#: Station ids come from the config file (``gateway/config/``): they are OPC UA browse names.
 MAX_STATION_ID_LENGTH = 32
 #: CNC program names: sometimes a path on the controller (``//CNC_MEM/USER/PATH1/O1234.NC``).
 MAX_PROGRAM_LENGTH = 128
@@ -65,7 +65,7 @@ MAX_LIST_LENGTH = 1000
 #: Ids that become OPC UA node ids and URL path segments (job ids a client chooses): a letter or
 #: digit, then letters, digits and ``. _ : -``; never ``/`` (the node id path separator), spaces,
 #: control characters or anything a PLC programmer cannot type. Config ids (stations, groups, users)
-#: have a stricter rule of their own (``gateway/config.py``: a letter first, no ``.`` or ``:``).
+#: have a stricter rule of their own (``gateway/config/``: a letter first, no ``.`` or ``:``).
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 #: Every other id (pallets, parts, operation codes): any printable characters without spaces.

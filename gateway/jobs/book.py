@@ -78,6 +78,18 @@ class Dirty:
 
 
 @dataclass(frozen=True, slots=True)
+class JobChanges:
+    """What a :class:`JobBook` changed since its last :meth:`~JobBook.drain`: its events in order and the
+    ids of what must be saved."""
+
+    events: tuple[JobEvent, ...] = ()
+    jobs: frozenset[str] = frozenset()
+    units: frozenset[str] = frozenset()
+    templates: frozenset[str] = frozenset()
+    specs: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """What a planner asks for: Jobs.CreateJob's arguments."""
 
@@ -118,11 +130,26 @@ class JobBook:
         self._by_job: dict[str, dict[str, None]] = {}
         self._live: dict[str, None] = {}
         self._audits: dict[str, None] = {}
+
         self._open_jobs: dict[str, None] = {}
         # Units of held jobs that are not in memory: the position of each one shed here (job -> serial
         # -> position), and the jobs restored from storage with only some of their units.
         self._shed: dict[str, dict[str, int]] = {}
         self._incomplete: set[str] = set()
+
+    def drain(self) -> JobChanges:
+        """Hand over what changed since the last drain (the writer saves it) and start afresh."""
+        changes = JobChanges(
+            tuple(self.events),
+            frozenset(self.dirty.jobs),
+            frozenset(self.dirty.units),
+            frozenset(self.dirty.templates),
+            frozenset(self.dirty.specs),
+        )
+        self.events = []
+        self.transitions.clear()
+        self.dirty.clear()
+        return changes
 
     # ------------------------------------------------------------------ lookups
     def job(self, job_id: str) -> Job:

@@ -6,7 +6,7 @@ through the same writer and event log as station reports, so replaying the log r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -17,17 +17,6 @@ from gateway.jobs.book import JobBook, NewJob
 class JobCommand:
     kind: ClassVar[str] = ""
     source: ClassVar[str] = "jobs"
-
-    def arguments(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            out[f.name] = value
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +148,7 @@ class FlagStaleUnits(JobCommand):
     threshold_seconds: float
 
 
-COMMAND_TYPES: dict[str, type[JobCommand]] = {
+JOB_COMMAND_TYPES: dict[str, type[JobCommand]] = {
     cls.kind: cls
     for cls in (
         CreateJob, ReplaceRouting, ReleaseJob, HoldJob, ResumeJob, CloseJob, SplitJob, MergeJobs,

@@ -25,6 +25,7 @@ from asyncua.common.callback import CallbackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import __version__, limits
+from gateway.cell.commands import Command
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.jobs.commands import (
@@ -66,7 +67,6 @@ from gateway.security.logins import LoginGuard, login_guard
 from gateway.service.answers import safe_text
 from gateway.service.views import CellView, JobView
 from gateway.service.writer import Answer, Applied, Committed, Overloaded, StoreUnavailable, Writer
-from gateway.tracking.model import Command
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,
@@ -737,7 +737,7 @@ class OpcUaServer:
             )
 
     async def _trace_handler(self, parent: ua.NodeId, *variants: Any) -> Any:
-        from gateway.service.queries import trace
+        from gateway.storage.queries import trace
 
         assert self.space is not None
         owner = node_id(self.space.namespace_index, "Cell/Units")

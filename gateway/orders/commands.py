@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any, ClassVar
 
@@ -34,20 +34,6 @@ DEFAULT_REVISION = "A"
 class OrderCommand:
     kind: ClassVar[str] = ""
     source: ClassVar[str] = "orders"
-
-    def arguments(self) -> dict[str, Any]:
-        """The command as JSON for the event log (dates and times as ISO text)."""
-        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, date):  # datetime is a date too
-        return value.isoformat()
-    return value
 
 
 def _as_date(command: OrderCommand, name: str) -> None:

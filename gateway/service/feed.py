@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.cell.commands import Command
 from gateway.errors import Reason
 from gateway.jobs.events import JobEvent
 from gateway.logging import get_logger
 from gateway.service.views import CellView
 from gateway.tracking.anomalies import Flag
-from gateway.tracking.model import Command
 
 log = get_logger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+from gateway.cell.model import CellModel
 from gateway.jobs.model import Job, Unit
 from gateway.storage.batch import BatchRows, Loaded
 from gateway.storage.store import LoggedAnswer
-from gateway.tracking.model import CellModel
 
 #: (source, EventId): the idempotency key of a report.
 Key = tuple[str, str]

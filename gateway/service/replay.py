@@ -13,22 +13,21 @@ nothing that was already made. Everything else runs on today's config.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.cell.codec import decode
+from gateway.cell.commands import Command
+from gateway.cell.model import CellModel
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import JobBook
 from gateway.jobs.commands import (
-    COMMAND_TYPES,
     CreateJob,
     CreateTemplate,
     EditTemplate,
@@ -41,11 +40,8 @@ from gateway.orders.commands import RunSchedule
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.storage.store import chunks
-from gateway.tracking.model import CellModel, Command
-from gateway.tracking.reports import REPORT_TYPES, Report
 
 # Other packages register their commands here (kind -> class), e.g. the orders commands.
-EXTRA_COMMAND_TYPES: dict[str, type[Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,48 +54,6 @@ class LoggedCommand:
     outputs: dict[str, Any]
 
 
-def command_from_log(
-    kind: str, source: str, event_id: str, args: Mapping[str, Any], source_time: datetime | None
-) -> Command:
-    """Rebuild the command a log row stored."""
-    report_type = REPORT_TYPES.get(kind)
-    if report_type is not None:
-        station = source  # reports are logged under their station ("cell" for Units.Scrap)
-        values = _coerce(report_type, dict(args))
-        report: Report = report_type(station=station, event_id=event_id, source_time=source_time, **values)
-        return typing.cast(Command, report)
-    command_type = COMMAND_TYPES.get(kind) or EXTRA_COMMAND_TYPES.get(kind)
-    if command_type is None:
-        raise ValueError(f"the log holds a command of unknown kind {kind!r}")
-    return typing.cast(Command, command_type(**_coerce(command_type, dict(args))))
-
-
-def _coerce(cls: type[Any], args: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in args:
-            continue
-        out[f.name] = _value(hints[f.name], args[f.name])
-    return out
-
-
-def _value(hint: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        options = [h for h in typing.get_args(hint) if h is not type(None)]
-        return _value(options[0], value) if len(options) == 1 else value
-    if origin is tuple:
-        return tuple(value)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint(value)
-    if hint is datetime and isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return value
-
-
 def logged_from_row(row: Any) -> LoggedCommand | None:
     """The command a log row holds; None for one refused with InternalError (it changed nothing, and
     its arguments may be stored escaped)."""
@@ -107,7 +61,7 @@ def logged_from_row(row: Any) -> LoggedCommand | None:
         return None
     return LoggedCommand(
         counter=row.counter,
-        command=command_from_log(row.kind, row.source, row.event_id, row.args, row.source_time),
+        command=decode(row.kind, row.source, row.event_id, row.args, row.source_time),
         actor=row.actor,
         received_at=row.received_at,
         reason=row.reason,

@@ -15,9 +15,9 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from gateway.cell.model import CellModel
 from gateway.jobs.model import Job, JobState, target_reached
-from gateway.tracking.cell import is_load_candidate
-from gateway.tracking.model import CellModel
+from gateway.tracking.tracker import is_load_candidate
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

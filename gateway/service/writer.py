@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.cell.codec import encode
+from gateway.cell.commands import Command
+from gateway.cell.model import CellModel, Changes
 from gateway.clock import Clock
 from gateway.errors import Reason, Refused
 from gateway.jobs.events import JobEvent, UnitsMoved
@@ -50,7 +53,6 @@ from gateway.storage import rows as R
 from gateway.storage.batch import BatchRows, DirtySet, batch_rows
 from gateway.storage.store import LoggedAnswer
 from gateway.tracking.anomalies import Flag
-from gateway.tracking.model import CellModel, Command
 from gateway.tracking.reports import Report
 
 log = get_logger(__name__)
@@ -475,18 +477,19 @@ class Writer:
             poison = self._poisoned.get(id(pending))
             if poison is not None:
                 answer = Answer(counter, pending.command.kind, Reason.INTERNAL, poison, {}, (), pending.received_at)
-                done: list[JobEvent] = []
             else:
                 try:
-                    answer, done = self._apply(pending, counter)
+                    answer = self._apply(pending, counter)
                 except Exception as exc:
                     raise _ApplyFailed(pending, exc, new_keys) from exc
+            changes = self.model.drain()
+            done = list(changes.jobs.events)
             key = self._key(pending.command, counter)
             log_rows.append(self._log_row(pending, key, answer, safe=poison is not None))
             self._remember(key, pending.command, answer)
             new_keys.append(key)
             self._collect(done, counter, history)
-            self._merge_dirty(dirty, counter)
+            self._merge_dirty(dirty, changes, counter)
             answers.append(answer)
             events.append(done)
             logged.append(pending)
@@ -645,7 +648,7 @@ class Writer:
         stored = self.answers.get(_report_key(command))
         if stored is None:
             return None
-        if stored.kind == command.kind and _same_arguments(stored.args, command.arguments()):
+        if stored.kind == command.kind and _same_arguments(stored.args, encode(command)):
             return Answer(
                 counter=stored.counter,
                 kind=stored.kind,
@@ -669,23 +672,18 @@ class Writer:
             at=pending.received_at,
         )
 
-    def _apply(self, pending: _Pending, counter: int) -> tuple[Answer, list[JobEvent]]:
+    def _apply(self, pending: _Pending, counter: int) -> Answer:
         command = pending.command
         try:
             outcome = self.model.apply(command, pending.received_at, pending.actor)
         except Refused as refused:
-            return (
-                Answer(counter, command.kind, refused.reason, refused.message, {}, (), pending.received_at),
-                [],
-            )
-        events = self.model.book.events
-        self.model.book.events = []
-        return Answer(counter, command.kind, None, "", outcome.outputs, outcome.flags, outcome.at), events
+            return Answer(counter, command.kind, refused.reason, refused.message, {}, (), pending.received_at)
+        return Answer(counter, command.kind, None, "", outcome.outputs, outcome.flags, outcome.at)
 
     def _log_row(self, pending: _Pending, key: Key, answer: Answer, *, safe: bool) -> dict[str, Any]:
         command = pending.command
         source_time = command.source_time if isinstance(command, Report) else None
-        args = command.arguments()
+        args = encode(command)
         return {
             "counter": answer.counter,
             "source": key[0],
@@ -709,7 +707,7 @@ class Writer:
             LoggedAnswer(
                 counter=answer.counter,
                 kind=command.kind,
-                args=command.arguments(),
+                args=encode(command),
                 reason=answer.reason.value if answer.reason else None,
                 message=answer.message,
                 outputs=answer.outputs,
@@ -726,17 +724,17 @@ class Writer:
             if found is not None:
                 history[found[0]].append(found[1])
 
-    def _merge_dirty(self, dirty: DirtySet, counter: int) -> None:
-        changes = self.model.drain()
+    def _merge_dirty(self, dirty: DirtySet, changes: Changes, counter: int) -> None:
         dirty.orders.merge(changes.orders, counter)
-        dirty.specs |= changes.specs
-        dirty.templates |= changes.templates
-        dirty.jobs |= changes.jobs
-        dirty.units |= changes.units
-        dirty.pallets |= changes.pallets
-        dirty.stations |= changes.stations
-        if changes.serial_seq != self._saved_serial_seq:  # saved only when a serial was generated
-            dirty.serial_seq = self._saved_serial_seq = changes.serial_seq
+        jobs, tracking = changes.jobs, changes.tracking
+        dirty.specs |= jobs.specs
+        dirty.templates |= jobs.templates
+        dirty.jobs |= jobs.jobs
+        dirty.units |= jobs.units
+        dirty.pallets |= tracking.pallets
+        dirty.stations |= tracking.stations
+        if tracking.serial_seq != self._saved_serial_seq:  # saved only when a serial was generated
+            dirty.serial_seq = self._saved_serial_seq = tracking.serial_seq
 
 
 def store_message(error: BaseException) -> str:

@@ -19,13 +19,13 @@ from typing import Any
 
 from sqlalchemy import JSON
 
+from gateway.cell.model import CellModel
 from gateway.jobs.model import Job, Unit
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.storage import store
 from gateway.storage.batch import BatchRows, Loaded
 from gateway.storage.store import LoggedAnswer
-from gateway.tracking.model import CellModel
 
 Row = dict[str, Any]
 Key = tuple[str, str]

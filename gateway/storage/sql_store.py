@@ -20,12 +20,12 @@ from pathlib import Path
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.cell.model import CellModel
 from gateway.jobs.model import Job, Unit
 from gateway.logging import get_logger
 from gateway.storage import store
 from gateway.storage.batch import BatchRows, Loaded, write_batch
 from gateway.storage.database import Transactions, sqlite_path
-from gateway.tracking.model import CellModel
 
 log = get_logger(__name__)
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, TextualSelect, and_, func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.cell.model import CellModel
 from gateway.jobs.book import job_number
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
 from gateway.orders.costs import unit_cost
@@ -23,7 +24,6 @@ from gateway.orders.model import OrderBook
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage import schema as S
-from gateway.tracking.model import CellModel
 
 Row = dict[str, Any]
 

@@ -7,10 +7,10 @@ it is accepted. ``station`` and ``event_id`` make it idempotent; ``source_time``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 CELL_SOURCE = "cell"  # the idempotency scope of cell-wide reports (Units.Scrap)
 
@@ -40,18 +40,6 @@ class Report:
     def source(self) -> str:
         """The idempotency scope of the EventId."""
         return self.station
-
-    def arguments(self) -> dict[str, Any]:
-        """The arguments that identify the report, without SourceTime (the stored one stands)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name in ("station", "event_id", "source_time"):
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = (
-                list(value) if isinstance(value, tuple) else str(value) if isinstance(value, StrEnum) else value
-            )
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway import __version__
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.security.passwords import verify_password
 from tests.conftest import DEMO_CONFIG, ROOT
 

@@ -14,7 +14,7 @@ import pytest
 import typer
 
 from gateway.app import running_gateway
-from gateway.cli_inspect import parse_since, register
+from gateway.cli.inspection import parse_since, register
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.jobs.commands import CreateJob, ReleaseJob

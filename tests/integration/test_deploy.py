@@ -256,7 +256,7 @@ def test_the_built_wheel_installs_into_a_fresh_venv_and_its_cli_starts(tmp_path:
     assert wheel.name == f"cell_gateway-{__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "gateway/web/status.html" in names
+    assert "gateway/http/status.html" in names
     assert "gateway/py.typed" in names
     assert any(n.startswith("gateway/storage/migrations/versions/") and n.endswith(".py") for n in names)
     assert "gateway/storage/migrations/script.py.mako" in names

@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
 from gateway.config import CellConfig, load_config
 from gateway.service.replay import replay
 from gateway.storage.database import create_engine

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.service.replay import command_from_log
+from gateway.cell.codec import decode
 from gateway.storage import schema as S
 from gateway.tracking.reports import REPORT_TYPES
 from tests.service.harness import Cell, whole_book
@@ -28,8 +28,8 @@ def to_command(line: dict[str, Any], cell: Cell) -> Any:
     if "source_offset" in line:
         source_time = cell.clock.now() + timedelta(seconds=line["source_offset"])
     if line["cmd"] in REPORT_TYPES:
-        return command_from_log(line["cmd"], line["station"], line["event_id"], args, source_time)
-    return command_from_log(line["cmd"], "", "", args, None)
+        return decode(line["cmd"], line["station"], line["event_id"], args, source_time)
+    return decode(line["cmd"], "", "", args, None)
 
 
 async def play(cell: Cell, day: list[dict[str, Any]]) -> list[list[Any]]:

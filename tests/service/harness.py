@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.commands import Command
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.service.ports import Store
@@ -20,7 +21,6 @@ from gateway.storage import schema as S
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
-from gateway.tracking.model import Command
 
 T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from gateway.cell.commands import Command
 from gateway.clock import ManualClock
 from gateway.service.writer import Answer, Writer
-from gateway.tracking.model import Command
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,

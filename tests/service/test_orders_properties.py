@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.commands import Command
 from gateway.clock import ManualClock
 from gateway.config import CellConfig, load_config
 from gateway.jobs.model import JobState, UnitStatus
@@ -56,7 +57,6 @@ from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
 from gateway.storage.store import load_model
-from gateway.tracking.model import Command
 from tests.conftest import DEMO_CONFIG
 from tests.service.harness import T0
 from tests.service.shop import Shop

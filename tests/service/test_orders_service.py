@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.codec import decode, encode
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.errors import Reason, Refused
@@ -28,7 +29,7 @@ from gateway.orders.commands import (
 )
 from gateway.orders.costs import unit_cost
 from gateway.service import erp
-from gateway.service.replay import command_from_log, replay
+from gateway.service.replay import replay
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.tracking.reports import (
@@ -319,6 +320,6 @@ def test_every_order_command_round_trips_through_the_log() -> None:
         AssignSerials("A", ("S1", "S2"), "r"),
     ]
     for command in commands:
-        rebuilt = command_from_log(command.kind, "orders", f"{command.kind}#1", command.arguments(), None)
+        rebuilt = decode(command.kind, "orders", f"{command.kind}#1", encode(command), None)
         assert rebuilt == command
     assert {cls.source for cls in ORDER_COMMAND_TYPES.values()} == {"orders"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
 from gateway.config import CellConfig
 from gateway.service.replay import replay
 from tests.service.days import DAYS, play, read_day, summary

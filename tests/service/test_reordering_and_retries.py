@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
 from gateway.config import CellConfig, load_config
 from gateway.service.replay import replay
 from gateway.tracking.reports import REPORT_TYPES

@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.bootstrap import build_model, layout_from
+from gateway.app import build_model, layout_from
+from gateway.cell.model import CellModel
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.jobs.commands import ApproveTemplate, CreateJob, CreateTemplate, ReleaseJob, SetDefaultTemplate
 from gateway.jobs.model import RoutingSourceKind
 from gateway.orders.commands import ReceiveOrder, RunSchedule
 from gateway.service.replay import ReplayResult, replay
-from gateway.tracking.model import CellModel
 from tests.service.harness import T0, running_cell, whole_book
 from tests.service.shop import Shop
 

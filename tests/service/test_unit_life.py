@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.errors import Reason

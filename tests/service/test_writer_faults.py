@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.service.feed import Committed, Feed
@@ -32,8 +32,8 @@ from gateway.storage.database import create_engine
 from gateway.storage.memory_store import BadRow, MemoryStore, StoreOutage
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
-from gateway.tracking.cell import CellTracker
 from gateway.tracking.reports import PalletArrived, PalletDeparted
+from gateway.tracking.tracker import CellTracker
 from tests.service.harness import Cell, running_cell
 
 

@@ -23,7 +23,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.model import CellModel
 from gateway.clock import ManualClock
 from gateway.config import CellConfig, load_config
 from gateway.jobs.commands import CreateJob, ReleaseJob
@@ -33,7 +34,6 @@ from gateway.service.writer import Answer, StoreUnavailable, Writer
 from gateway.storage import rows as R
 from gateway.storage.batch import BatchRows
 from gateway.storage.memory_store import BadRow, MemoryStore, StoreOutage, _stored
-from gateway.tracking.model import CellModel
 from gateway.tracking.reports import CycleEnded, CycleResult, CycleStarted, LoadCompleted, PalletArrived, PalletDeparted
 from tests.conftest import DEMO_CONFIG
 from tests.service.harness import T0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ["gateway/jobs", "gateway/tracking", "gateway/orders"]
+PURE = ["gateway/cell", "gateway/jobs", "gateway/tracking", "gateway/orders"]
 FORBIDDEN_MODULES = {
     "asyncio", "asyncua", "sqlalchemy", "aiosqlite", "asyncpg", "alembic", "fastapi", "starlette",
     "uvicorn", "structlog", "logging", "socket", "time", "os", "threading", "gateway.storage",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.commands import Command
+from gateway.cell.model import CellModel
 from gateway.config import load_config
 from gateway.jobs.commands import CreateJob, ReleaseJob
-from gateway.tracking.cell import Outcome
-from gateway.tracking.model import CellModel, Command
+from gateway.tracking.tracker import Outcome
 from tests.conftest import DEMO_CONFIG
 
 T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")

@@ -194,7 +194,7 @@ def test_reaching_the_ordered_quantity_is_announced_once() -> None:
     sim.apply(ScanIn("C1", sim.eid(), None, serial))
     sim.at(60)
     sim.model.apply(ScanOut("C1", sim.eid(), None, serial, ScanResult.PASS), sim.now, "test")
-    events = sim.model.drain().events
+    events = sim.model.drain().jobs.events
     assert [e for e in events if isinstance(e, JobTargetReached)] == [JobTargetReached(job, 1, 1, sim.now)]
     assert sim.book.jobs[job].target_reached
 

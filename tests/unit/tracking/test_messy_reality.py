@@ -51,7 +51,7 @@ def test_end_without_start_passes_the_step_with_elapsed_unknown_never_invented()
     at_mill(sim)
     outcome = sim.apply(CycleEnded("M1", sim.eid(), None, "P1", MILL, CycleResult.OK), after=900)
     assert Anomaly.END_WITHOUT_START in anomalies(outcome)
-    [scan] = [e for e in sim.changes.events if isinstance(e, StepRecorded) and e.serial == serials[0]]
+    [scan] = [e for e in sim.changes.jobs.events if isinstance(e, StepRecorded) and e.serial == serials[0]]
     assert scan.elapsed is None  # the cycle's own time is unknown
     sim.apply(PalletDeparted("M1", sim.eid(), None, "P1"), after=10)
     for serial in serials:
@@ -73,7 +73,7 @@ def test_a_repeated_start_keeps_the_first_start() -> None:
     assert anomalies(again) == [Anomaly.REPEATED_START]
     sim.apply(CycleEnded("M1", sim.eid(), None, "P1", MILL, CycleResult.OK), after=840)
     # the cycle lasted 900 s from the first start
-    scans = [e for e in sim.changes.events if isinstance(e, StepRecorded)]
+    scans = [e for e in sim.changes.jobs.events if isinstance(e, StepRecorded)]
     assert [s.elapsed for s in scans] == [450, 450]
 
 
@@ -136,7 +136,7 @@ def test_a_negative_duration_is_not_counted() -> None:
     assert Anomaly.IMPLAUSIBLE_DURATION in anomalies(outcome)
     unit = sim.book.units[serials[0]]
     assert unit.next_step == 2
-    assert [e.elapsed for e in sim.changes.events if isinstance(e, StepRecorded)] == [None, None]
+    assert [e.elapsed for e in sim.changes.jobs.events if isinstance(e, StepRecorded)] == [None, None]
     assert unit.cost.elapsed_machine == 0  # the pallet has not left yet
 
 

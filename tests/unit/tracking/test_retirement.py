@@ -25,7 +25,9 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
-from gateway.bootstrap import build_model
+from gateway.app import build_model
+from gateway.cell.commands import Command
+from gateway.cell.model import CellModel, Changes
 from gateway.config import load_config
 from gateway.errors import Refused
 from gateway.jobs.commands import (
@@ -52,7 +54,6 @@ from gateway.orders.costs import cost_report
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage.store import restore_model
-from gateway.tracking.model import CellModel, Changes, Command
 from gateway.tracking.reports import LoadCompleted, PalletArrived, ScanIn, ScanOut, ScanResult, Scrap, StartUnit
 from tests.conftest import DEMO_CONFIG
 
@@ -86,9 +87,9 @@ class Store:
 
     def save(self, model: CellModel) -> Changes:
         changes = model.drain()
-        for job_id in changes.jobs:
+        for job_id in changes.jobs.jobs:
             self.jobs[job_id] = copy.deepcopy(model.book.jobs[job_id])
-        for serial in changes.units:
+        for serial in changes.jobs.units:
             self.units[serial] = copy.deepcopy(model.book.units[serial])
         return changes
 
@@ -134,10 +135,12 @@ class Pair:
         if returned and isinstance(command, MergeJobs) and got[0] == "done":
             event("merged units that had left memory")
         full_changes = self.full.drain()
-        self.events = full_changes.events
+        self.events = list(full_changes.jobs.events)
         lean_changes = self.store.save(self.lean)
-        assert lean_changes.events == full_changes.events, command  # the merge's units in the same order
-        assert (lean_changes.jobs, lean_changes.units) == (full_changes.jobs, full_changes.units), command
+        assert lean_changes.jobs.events == full_changes.jobs.events, command  # the merge's units in the same order
+        assert (lean_changes.jobs.jobs, lean_changes.jobs.units) == (full_changes.jobs.jobs, full_changes.jobs.units), (
+            command
+        )
         held = len(lean.units)
         retired = self.lean.retire(sorted(lean.jobs))
         self.retired += len(retired)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from gateway import __version__
-from gateway.cli_common import (
+from gateway.cli.common import (
     DEFAULT_CONFIG,
     ConfigOption,
     file_problems,
@@ -19,7 +19,7 @@ from gateway.cli_common import (
     load_or_exit,
     readiness_problems,
 )
-from gateway.cli_inspect import register as register_inspection
+from gateway.cli.inspection import register as register_inspection
 from gateway.config import CellConfig, ConfigError, load_config
 from gateway.logging import configure_logging, get_logger
 

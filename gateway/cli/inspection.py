@@ -24,10 +24,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli_common import DEFAULT_CONFIG, ConfigOption, load_for_reading, load_or_exit
+from gateway.cli.common import DEFAULT_CONFIG, ConfigOption, load_for_reading, load_or_exit
 from gateway.config import CellConfig
 from gateway.errors import Reason
-from gateway.service import queries
+from gateway.storage import queries
 
 T = TypeVar("T")
 

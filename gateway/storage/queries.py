@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.cell.model import CellModel
 from gateway.jobs.model import max_quantity
 from gateway.storage import schema as S
-from gateway.tracking.model import CellModel
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.service import queries
+from gateway.http.metrics import CONTENT_TYPE, Metrics
 from gateway.service.views import CellView
 from gateway.service.writer import Writer, store_message
+from gateway.storage import queries
 from gateway.storage.database import unwritable
 
 # The writer is "stalled" when commands wait and nothing was committed for this long.
@@ -83,7 +83,7 @@ def live_status(view: CellView, now: datetime) -> dict[str, Any]:
 
 def router(writer: Writer, engine: AsyncEngine, metrics: Metrics, opcua_listening: Any, clock: Any) -> APIRouter:
     routes = APIRouter()
-    page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
+    page = resources.files("gateway.http").joinpath("status.html").read_text(encoding="utf-8")
     progress: dict[str, float] = {"counter": writer.counter, "at": time.monotonic()}
 
     @routes.get("/", response_class=HTMLResponse, include_in_schema=False)

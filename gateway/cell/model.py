@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gateway.cell.commands import Command
 from gateway.errors import Refused
-from gateway.jobs.book import JobBook
+from gateway.jobs.book import JobBook, JobChanges
 from gateway.jobs.commands import (
     CloseJob,
     CreateJob,
     HoldJob,
-    JobCommand,
     MergeJobs,
     PromoteRouting,
     ReleaseJob,
@@ -35,7 +35,7 @@ from gateway.jobs.commands import (
     SplitJob,
     handle,
 )
-from gateway.jobs.events import JobEvent, UnitFinished
+from gateway.jobs.events import UnitFinished
 from gateway.jobs.model import Job, Unit
 from gateway.orders.commands import (
     AssignSerials,
@@ -48,24 +48,20 @@ from gateway.orders.commands import (
 from gateway.orders.commands import handle as handle_order
 from gateway.orders.model import OrderBook, OrderChanges, Workorder
 from gateway.tracking.anomalies import Flag
-from gateway.tracking.cell import CellTracker, Outcome
 from gateway.tracking.reports import LoadCompleted, Report, ScanIn, ScanOut, Scrap, StartUnit
+from gateway.tracking.tracker import CellTracker, Outcome, TrackingChanges
 
-Command = Report | JobCommand | OrderCommand
 
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Changes:
-    """What one batch changed, drained by the writer after applying it."""
+    """What the cell changed since the last drain, as each of its three books handed it over.
 
-    events: list[JobEvent]
-    jobs: set[str]
-    units: set[str]
-    templates: set[str]
-    specs: set[tuple[str, str]]
-    pallets: set[str]
-    stations: set[str]
-    serial_seq: int
+    Every book has the same ``drain()``: it returns a frozen value of its own changes and starts afresh;
+    nothing outside a book clears its bookkeeping.
+    """
+
+    jobs: JobChanges
+    tracking: TrackingChanges
     orders: OrderChanges
 
 
@@ -219,24 +215,7 @@ class CellModel:
         self.book.adopt(jobs, units)
 
     def drain(self) -> Changes:
-        book, tracker = self.book, self.tracker
-        changes = Changes(
-            events=book.events,
-            jobs=set(book.dirty.jobs),
-            units=set(book.dirty.units),
-            templates=set(book.dirty.templates),
-            specs=set(book.dirty.specs),
-            pallets=set(tracker.dirty_pallets),
-            stations=set(tracker.dirty_stations),
-            serial_seq=tracker.serial_seq,
-            orders=self.orders.drain(),
-        )
-        book.events = []
-        book.transitions.clear()
-        book.dirty.clear()
-        tracker.dirty_pallets.clear()
-        tracker.dirty_stations.clear()
-        return changes
+        return Changes(self.book.drain(), self.tracker.drain(), self.orders.drain())
 
 
 __all__ = ["CellModel", "Changes", "Command", "Flag", "Outcome"]

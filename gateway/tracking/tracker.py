@@ -147,6 +147,16 @@ def split_elapsed(elapsed: float | None, expected: Sequence[float | None]) -> li
     return [elapsed / n] * n
 
 
+@dataclass(frozen=True, slots=True)
+class TrackingChanges:
+    """What a :class:`CellTracker` changed since its last :meth:`~CellTracker.drain`: the pallets and
+    stations to save, and the serial counter as it stands."""
+
+    pallets: frozenset[str] = frozenset()
+    stations: frozenset[str] = frozenset()
+    serial_seq: int = 0
+
+
 class CellTracker:
     def __init__(self, book: JobBook, rules: TrackingRules | None = None) -> None:
         self.book = book
@@ -157,6 +167,13 @@ class CellTracker:
         self.serial_seq = 0
         self.dirty_pallets: set[str] = set()
         self.dirty_stations: set[str] = set()
+
+    def drain(self) -> TrackingChanges:
+        """Hand over what changed since the last drain (the writer saves it) and start afresh."""
+        changes = TrackingChanges(frozenset(self.dirty_pallets), frozenset(self.dirty_stations), self.serial_seq)
+        self.dirty_pallets.clear()
+        self.dirty_stations.clear()
+        return changes
 
     # ------------------------------------------------------------------ entry point
     def apply(self, report: Report, received_at: datetime) -> Outcome:

@@ -1,1 +1,0 @@
-"""The status page for a shop-floor screen, metrics and health: served on the gateway's HTTP port."""

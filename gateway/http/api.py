@@ -8,29 +8,23 @@ committed). Lists are pages in id order: ``?limit=`` (1..500) and ``?after=`` th
 
 # No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations at run time,
 # and the dependencies they name (``Who``) are local to create_app.
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-import fastapi_offline
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway import __version__, limits
 from gateway.config import CellConfig, User
 from gateway.errors import Reason
 from gateway.http import models as M
 from gateway.http.auth import REALM, Authenticator, BasicScheme, authenticated_user
-from gateway.http.edge import Edge
+from gateway.http.docs_pages import add_docs
+from gateway.http.edge import Edge, RequestLog
 from gateway.http.problems import PROBLEM_RESPONSES, install, refused
-from gateway.logging import get_logger
 from gateway.orders.commands import (
     AddReplacementBooking,
     AssignSerials,
@@ -49,8 +43,6 @@ from gateway.security.logins import LoginGuard, login_guard
 from gateway.service import erp
 from gateway.service.writer import Answer, Writer
 
-log = get_logger(__name__)
-
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 After = Annotated[str | None, Query(max_length=2 * limits.MAX_ID_LENGTH, description="next_after of the previous page")]
 WriteId = Annotated[str, Path(min_length=1, max_length=limits.MAX_ID_LENGTH, pattern=M.ID_PATTERN)]
@@ -65,94 +57,6 @@ Authentication: HTTP Basic, a user of the cell config with role `erp` or `engine
 Errors: `application/problem+json` (RFC 9457) with `reason`, the same stable code as the OPC UA
 contract (`NotFound`, `DuplicateId`, `InvalidTransition`, `OrderFulfilled`, `InvalidArgument`, ...).
 """
-
-
-# Swagger UI and ReDoc from the files the fastapi-offline package ships (swagger-ui-bundle.js,
-# swagger-ui.css, redoc.standalone.js, favicon.png): the documentation pages load nothing from outside
-# the gateway, so they work on a plant network without internet access.
-DOCS_ASSETS = FilePath(fastapi_offline.__file__).parent / "static"
-DOCS_ASSETS_URL = "/docs-assets"
-# The browser may load the pages' parts from the gateway only: ReDoc's side menu shows a logo from its
-# vendor's site, which this policy stops before any request leaves (the menu hides a logo that fails).
-DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
-)
-
-
-def add_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) on ``app``'s OpenAPI description, all assets served locally."""
-    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
-    title = app.title
-
-    def prefix(request: Request) -> str:
-        return str(request.scope.get("root_path", "")).rstrip("/")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = prefix(request)
-        page = get_swagger_ui_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=f"{title} - Swagger UI",
-            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
-            # no badge from the public spec validator
-            swagger_ui_parameters={"validatorUrl": None},
-        )
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = prefix(request)
-        page = get_redoc_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=f"{title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
-        )
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
-
-
-class RequestLog:
-    """One log line per HTTP request: method, path, status, user, milliseconds."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            fields = {
-                "method": scope.get("method", ""),
-                "path": scope.get("path", ""),
-                "status": status,
-                "user": scope.get("state", {}).get("user", ""),
-                "ms": round((time.perf_counter() - started) * 1000, 1),
-            }
-            why = scope.get("state", {}).get("why")
-            if why:
-                fields["why"] = why
-            if status >= 500:
-                log.error("http_request", **fields)
-            else:
-                log.info("http_request", **fields)
 
 
 def create_app(

@@ -18,10 +18,13 @@ within the limit is read and discarded by the HTTP server (the client, still sen
 answer on a connection kept open); for a larger body, or one of unknown length, the answer says
 ``Connection: close`` and the connection is closed after it, so the rest is not read at all. The reason
 is left in the scope's state (``why``) for the request log.
+
+:class:`RequestLog`, outside the edge, writes one line per request, the edge's refusals included.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
@@ -30,6 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http.auth import USER_STATE, Authenticator
 from gateway.http.problems import BODY_TOO_LARGE, BUSY, ProblemError, problem_response
+from gateway.logging import get_logger
+
+log = get_logger(__name__)
 
 # Answered whatever the load, and not counted: the probes of a monitor.
 UNCAPPED_PATHS = frozenset({"/healthz", "/metrics"})
@@ -155,3 +161,41 @@ async def _refuse(
 
 async def _no_body() -> Message:
     return {"type": "http.disconnect"}
+
+
+class RequestLog:
+    """One log line per HTTP request: method, path, status, user, milliseconds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            fields = {
+                "method": scope.get("method", ""),
+                "path": scope.get("path", ""),
+                "status": status,
+                "user": scope.get("state", {}).get("user", ""),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+            why = scope.get("state", {}).get("why")
+            if why:
+                fields["why"] = why
+            if status >= 500:
+                log.error("http_request", **fields)
+            else:
+                log.info("http_request", **fields)

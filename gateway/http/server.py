@@ -62,7 +62,7 @@ class HttpServer:
                 host=self.host,
                 port=self.port,
                 log_config=None,
-                access_log=False,  # api.RequestLog writes one line per request instead
+                access_log=False,  # edge.RequestLog writes one line per request instead
                 lifespan="off",
                 server_header=False,
                 timeout_graceful_shutdown=max(1, int(config.server.shutdown_grace_seconds)),

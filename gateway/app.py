@@ -1,5 +1,9 @@
 """Wiring, the one composition root: config, domain, store, writer and OPC UA server under one TaskGroup.
 
+``layout_from`` and ``build_model`` turn the validated config into the domain (the cell's layout, and
+the ``CellModel`` with its job book, tracker and order book): the service, replay and the tests all
+build the model through them.
+
 ``Gateway.run`` is the whole life of the service: open and migrate the store, load the cell's state,
 start the writer and the stale-WIP sweeper, serve OPC UA and HTTP (the ERP API, when
 ``server.http_port`` is not 0) until told to stop, then shut down in reverse order within

@@ -1,8 +1,8 @@
 """The maintenance engineer's commands: status, trace, pallet, job, refusals, events, audit.
 
 Reads go straight to the store (safe while the gateway runs); changes (``audit resolve``) go through the
-running gateway's OPC UA methods with the engineer's credentials, never behind its back. Tables at a
-terminal, ``--json`` for scripts.
+running gateway's OPC UA methods with the engineer's credentials, never behind its back (``remote``).
+Tables at a terminal, ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -10,21 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import DEFAULT_CONFIG, ConfigOption, load_for_reading, load_or_exit
+from gateway.cli.remote import call_gateway, client_endpoint
 from gateway.config import CellConfig
 from gateway.errors import Reason
 from gateway.storage import queries
@@ -273,10 +271,10 @@ def register(app: typer.Typer) -> None:
         if outcome.lower() not in ("found", "lost"):
             _usage(f"outcome must be found or lost, not {outcome!r}")
         cfg = load_or_exit(config)  # a call to the gateway, which may run elsewhere: no local database needed
-        target = endpoint or _client_endpoint(cfg.server.endpoint)
+        target = endpoint or client_endpoint(cfg.server.endpoint)
         if not target.startswith("opc.tcp://"):
             _usage(f"--endpoint must be an opc.tcp:// URL, e.g. opc.tcp://127.0.0.1:4840/cell-gateway/; got {target!r}")
-        call = _call_gateway(cfg, target, "Cell/Units", "ResolveAudit", [serial, outcome], user, password)
+        call = call_gateway(cfg, target, "Cell/Units", "ResolveAudit", [serial, outcome], user, password)
         result = asyncio.run(call)
         if result is not None:
             _fail(result)
@@ -284,67 +282,6 @@ def register(app: typer.Typer) -> None:
             _print_json({"serial": serial, "outcome": outcome.lower(), "resolved": True, "endpoint": target})
             return
         console.print(f"{serial}: Lost Audit resolved as {outcome.lower()}")
-
-
-def _client_endpoint(endpoint: str) -> str:
-    """The config's endpoint as a client on this machine reaches it: a wildcard listen address is local."""
-    parts = urlsplit(endpoint)
-    if parts.hostname in ("0.0.0.0", "::"):
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"127.0.0.1{port}"))
-    return endpoint
-
-
-async def _call_gateway(
-    cfg: CellConfig, endpoint: str, obj: str, method: str, args: list[str], user: str | None, password: str | None
-) -> str | None:
-    """Call a gateway method at ``endpoint`` as the engineer; None on success, else a readable error."""
-    from asyncua import Client, ua
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
-    client = Client(endpoint, timeout=10)
-    if user:
-        client.set_user(user)
-        client.set_password(password or "")
-    if cfg.server.security_profile != "demo":
-        key, cert, uri = await _cli_certificate(Path(cfg.server.pki_dir))
-        client.application_uri = uri
-        await client.set_security(
-            SecurityPolicyBasic256Sha256, str(cert), str(key), mode=ua.MessageSecurityMode.SignAndEncrypt
-        )
-    try:
-        async with client:
-            ns = await client.get_namespace_index("urn:cell-gateway")
-            request = ua.CallMethodRequest(
-                ObjectId=ua.NodeId(obj, ns),
-                MethodId=ua.NodeId(f"{obj}/{method}", ns),
-                InputArguments=[ua.Variant(a, ua.VariantType.String) for a in args],
-            )
-            (result,) = await client.uaclient.call([request])
-    except Exception as exc:
-        return f"cannot reach the gateway at {endpoint}: {exc or type(exc).__name__}"
-    if not result.StatusCode.is_good():
-        return f"{method} refused: {result.StatusCode.name} (the gateway's log and `cell-gateway refusals` say why)"
-    return None
-
-
-async def _cli_certificate(pki: Path) -> tuple[Path, Path, str]:
-    """The CLI's own certificate, created on first use and placed in the gateway's trust list."""
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    folder = pki / "cli"
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    uri = f"urn:{socket.gethostname()}:cell-gateway-cli"
-    key, cert = folder / "cli_key.pem", folder / "cli_cert.der"
-    await setup_self_signed_certificate(key, cert, uri, socket.gethostname(), [ExtendedKeyUsageOID.CLIENT_AUTH], {})
-    os.chmod(key, 0o600)
-    trusted = pki / "trusted" / "cell-gateway-cli.der"
-    data = await asyncio.to_thread(cert.read_bytes)
-    if not trusted.exists() or trusted.read_bytes() != data:
-        await asyncio.to_thread(trusted.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(trusted.write_bytes, data)
-    return key, cert, uri
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> None:

@@ -10,15 +10,25 @@ held ~97 MiB).
 Keys are stored as *safe text*: a string that cannot be stored as it is (invalid UTF-8 arrives from
 asyncua as lone surrogates; PostgreSQL refuses NUL) is escaped the same way everywhere, so its report
 can be logged, refused and answered the same on every retry instead of failing its batch's commit.
+
+A retried report is answered from here (:func:`replay`): the stored answer when its arguments are the
+same, a DuplicateEventId refusal when they are not; each logged report is kept by :func:`remember`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
+from gateway.cell.codec import encode
+from gateway.cell.commands import Command
+from gateway.errors import Reason
+from gateway.service.feed import Answer
 from gateway.storage.store import LoggedAnswer
+from gateway.tracking.anomalies import Flag
+from gateway.tracking.reports import Report
 
 Key = tuple[str, str]
 
@@ -87,3 +97,60 @@ class AnswerCache:
         """Keys of reports that were not committed after all."""
         for key in keys:
             self._answers.pop(key, None)
+
+
+def replay(answers: AnswerCache, command: Command, received_at: datetime) -> Answer | None:
+    """The stored answer for a retried report, a DuplicateEventId refusal, or None for a new report."""
+    if not isinstance(command, Report):
+        return None
+    stored = answers.get(report_key(command))
+    if stored is None:
+        return None
+    if stored.kind == command.kind and _same_arguments(stored.args, encode(command)):
+        return Answer(
+            counter=stored.counter,
+            kind=stored.kind,
+            reason=Reason(stored.reason) if stored.reason else None,
+            message=stored.message,
+            outputs=stored.outputs,
+            flags=tuple(Flag.from_json(f) for f in stored.flags),
+            at=received_at,
+            replayed=True,
+        )
+    return Answer(
+        counter=0,
+        kind=command.kind,
+        reason=Reason.DUPLICATE_EVENT_ID,
+        message=(
+            f"EventId {safe_text(command.event_id)!r} of {safe_text(command.source)} was used at log position "
+            f"{stored.counter} for another report ({stored.kind} {stored.args}); a new report needs a new EventId"
+        ),
+        outputs={},
+        flags=(),
+        at=received_at,
+    )
+
+
+def remember(answers: AnswerCache, key: Key, command: Command, answer: Answer) -> None:
+    if not isinstance(command, Report):
+        return
+    answers.add(
+        key,
+        LoggedAnswer(
+            counter=answer.counter,
+            kind=command.kind,
+            args=encode(command),
+            reason=answer.reason.value if answer.reason else None,
+            message=answer.message,
+            outputs=answer.outputs,
+            flags=[f.to_json() for f in answer.flags],
+        ),
+    )
+
+
+def report_key(command: Report) -> Key:
+    return (safe_text(command.source), safe_text(command.event_id))
+
+
+def _same_arguments(stored: dict[str, Any], given: dict[str, Any]) -> bool:
+    return stored == given or stored == safe_value(given)

@@ -180,7 +180,7 @@ async def test_if_the_writer_task_ever_ends_the_gateway_stops_with_one_log_line(
         raise _Fatal("the writer's task ends")
 
     monkeypatch.setattr(Writer, "_cycle", fatal)
-    gateway.writer._wake()  # wake the writer, as a report would
+    gateway.writer.intake.wake()  # wake the writer, as a report would
     async with asyncio.timeout(30):
         await run  # the gateway stopped by itself: nobody set ``stop``
     assert stop.is_set()

@@ -381,7 +381,7 @@ async def test_a_defect_in_the_writer_itself_fails_only_the_batch_at_hand(
             raise RuntimeError("a defect in the writer's own code")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("gateway.service.writer.batch_rows", broken_once)
+    monkeypatch.setattr("gateway.service.prepare.batch_rows", broken_once)
     async with running_cell(demo_config, store=store) as cell:
         failed = await one_batch(cell, PalletArrived("L1", "a", None, "P1"), PalletArrived("L2", "b", None, "P2"))
         assert all(isinstance(a, StoreUnavailable) for a in failed)  # not acknowledged: the PLCs retry
@@ -404,8 +404,8 @@ async def test_a_caller_that_gives_up_leaves_no_bookkeeping_behind(demo_config: 
             gone.cancel()
             assert (await cell.send(PalletArrived("L2", f"next{i}", None, "P2"), "plc")).ok
         await cell.writer.wait_idle()
-        assert cell.writer._open == {}
-        assert cell.writer._poisoned == {}
+        assert cell.writer.intake.open == {}
+        assert cell.writer.intake.poisoned == {}
     stored = {r["event_id"] for r in store.rows("cell_events")}
     assert {f"next{i}" for i in range(20)} <= stored
     _, result = replay_rows([SimpleNamespace(**r) for r in store.rows("cell_events")], lambda: build_model(demo_config))
@@ -457,7 +457,7 @@ async def test_a_defect_while_the_next_batch_is_applied_still_answers_the_commit
             raise RuntimeError("a defect while the next batch is applied")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("gateway.service.writer.batch_rows", broken_second)
+    monkeypatch.setattr("gateway.service.prepare.batch_rows", broken_second)
     store = MemoryStore()
     async with running_cell(demo_config, store=store) as cell:
         with store.hold() as gate:

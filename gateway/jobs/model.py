@@ -118,16 +118,6 @@ class RoutingSource:
         return cls(RoutingSourceKind(kind), template)
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    job_id: str
-    at: datetime
-    actor: str
-    from_state: JobState | None
-    to_state: JobState
-    reason: str
-
-
 @dataclass(slots=True)
 class RoutingTemplate:
     id: str

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, TextualSelect, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.cell.model import CellModel
-from gateway.jobs.book import job_number
+from gateway.jobs.lifecycle import job_number
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
 from gateway.orders.costs import unit_cost
 from gateway.orders.model import OrderBook

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.errors import Reason
 from gateway.jobs.book import JobBook
-from gateway.jobs.events import StepRecorded, UnitsMoved
-from gateway.jobs.model import Cost, CostKind, JobState, RoutingSourceKind, Transition, UnitStatus, max_quantity
+from gateway.jobs.events import JobStateChanged, StepRecorded, UnitsMoved
+from gateway.jobs.model import Cost, CostKind, JobState, RoutingSourceKind, UnitStatus, max_quantity
 
 from .cell import (
     OP25,
@@ -138,8 +138,8 @@ def test_the_seed_split_900_plus_100_keeps_quantity_and_cost() -> None:
 
     assert {u.serial for u in book.units_of(child.id)} == set(moved)
     assert all(u.next_step == 0 for u in book.units_of(child.id))
-    assert book.transitions[-1] == Transition(
-        "WO-001-R1", at(5000), "engineer", None, JobState.RUNNING, "split from WO-001: 100 unit(s)"
+    assert [e for e in book.events if isinstance(e, JobStateChanged)][-1] == JobStateChanged(
+        "WO-001-R1", None, JobState.RUNNING, "split from WO-001: 100 unit(s)", "engineer", at(5000)
     )
     assert book.events[-1] == UnitsMoved(tuple(moved), "WO-001", "WO-001-R1", at(5000))
 
@@ -239,8 +239,8 @@ def test_a_merge_combines_units_counts_and_history_and_closes_the_source() -> No
     assert {u.serial for u in book.units_of("WO-A")} == {"A1", "A2", "B1", "B2", "B3"}
     assert book.units_of("WO-B") == []
     assert (source.state, source.quantity, source.started, source.wip) == (JobState.CLOSED, 0, 0, 0)
-    assert book.transitions[-1] == Transition(
-        "WO-B", at(100), "engineer", JobState.RUNNING, JobState.CLOSED, "merged into WO-A"
+    assert [e for e in book.events if isinstance(e, JobStateChanged)][-1] == JobStateChanged(
+        "WO-B", JobState.RUNNING, JobState.CLOSED, "merged into WO-A", "engineer", at(100)
     )
     assert book.events[-1] == UnitsMoved(("B1", "B2", "B3"), "WO-B", "WO-A", at(100))
     assert [e for e in book.events if isinstance(e, StepRecorded) and e.serial in ("B1", "B2")] == history
@@ -307,8 +307,8 @@ def test_a_released_target_starts_running_when_running_units_join_it() -> None:
     book.merge("WO-A", "WO-B", "engineer", at(20))
     assert target.state is JobState.RUNNING
     assert (
-        Transition("WO-A", at(20), "engineer", JobState.RELEASED, JobState.RUNNING, "merged running units of WO-B")
-        in book.transitions
+        JobStateChanged("WO-A", JobState.RELEASED, JobState.RUNNING, "merged running units of WO-B", "engineer", at(20))
+        in book.events
     )
 
 
@@ -324,7 +324,9 @@ def test_a_held_released_target_resumes_running_when_running_units_joined_it() -
     refused(book, Reason.JOB_ON_HOLD, book.enter_step, "B1", "M1", at(25), "PRG-MILL-100")
     book.resume("WO-A", "quality", at(30))
     assert target.state is JobState.RUNNING  # it has running units now, not Released with units
-    assert book.transitions[-1] == Transition("WO-A", at(30), "quality", JobState.HOLD, JobState.RUNNING, "resumed")
+    assert [e for e in book.events if isinstance(e, JobStateChanged)][-1] == JobStateChanged(
+        "WO-A", JobState.HOLD, JobState.RUNNING, "resumed", "quality", at(30)
+    )
 
 
 def test_a_split_by_quantity_moves_unstarted_units_to_a_released_child() -> None:

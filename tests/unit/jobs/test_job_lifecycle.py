@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gateway.errors import Reason
-from gateway.jobs.book import NewJob
+from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.events import JobStateChanged, UnitFinished, UnitScrapped, UnitStarted
-from gateway.jobs.model import CostKind, JobState, Transition, UnitStatus, Variance
+from gateway.jobs.model import CostKind, JobState, UnitStatus, Variance
 
 from .cell import OP10, OP20, OP30, OP40, OP50, T0, at, make_book, new_job, pass_step, refused, released_job, start
 
@@ -18,6 +18,11 @@ CREATED, RELEASED, RUNNING, HOLD, CLOSED = (
 )
 
 
+def state_changes(book: JobBook) -> list[JobStateChanged]:
+    """The book's record of job state changes, in order."""
+    return [e for e in book.events if isinstance(e, JobStateChanged)]
+
+
 # ---------------------------------------------------------------- creation
 def test_a_new_job_is_created_with_a_generated_id_and_recorded() -> None:
     book = make_book()
@@ -26,8 +31,8 @@ def test_a_new_job_is_created_with_a_generated_id_and_recorded() -> None:
     assert (first.id, second.id) == ("J-0001", "J-0002")
     assert first.state is CREATED
     assert not first.shop_floor_visible
-    assert book.transitions[0] == Transition("J-0001", T0, "planner", None, CREATED, "created (automatic)")
-    assert book.events[0] == JobStateChanged("J-0001", None, CREATED, "created (automatic)", "planner", T0)
+    created = JobStateChanged("J-0001", None, CREATED, "created (automatic)", "planner", T0)
+    assert book.events[0] == state_changes(book)[0] == created
 
 
 def test_a_supplied_job_id_must_be_new_and_generated_ids_skip_past_it() -> None:
@@ -79,15 +84,11 @@ def test_a_job_goes_created_released_running_closed_and_every_step_is_recorded()
     assert job.state is CLOSED
     assert job.closed_at == at(999)
 
-    assert book.transitions == [
-        Transition("WO-1", T0, "planner", None, CREATED, "created (automatic)"),
-        Transition("WO-1", at(60), "manager", CREATED, RELEASED, "released"),
-        Transition("WO-1", at(120), "cell", RELEASED, RUNNING, "first unit S1 started at L1"),
-        Transition("WO-1", at(999), "erp", RUNNING, CLOSED, "target reached"),
-    ]
-    state_events = [e for e in book.events if isinstance(e, JobStateChanged)]
-    assert [(e.from_state, e.to_state, e.at) for e in state_events] == [
-        (t.from_state, t.to_state, t.at) for t in book.transitions
+    assert state_changes(book) == [
+        JobStateChanged("WO-1", None, CREATED, "created (automatic)", "planner", T0),
+        JobStateChanged("WO-1", CREATED, RELEASED, "released", "manager", at(60)),
+        JobStateChanged("WO-1", RELEASED, RUNNING, "first unit S1 started at L1", "cell", at(120)),
+        JobStateChanged("WO-1", RUNNING, CLOSED, "target reached", "erp", at(999)),
     ]
     assert [e for e in book.events if isinstance(e, UnitStarted)] == [
         UnitStarted("S1", "WO-1", "L1", at(120)),
@@ -99,7 +100,7 @@ def test_a_release_reason_is_recorded_when_given() -> None:
     book = make_book()
     new_job(book, "WO-1")
     book.release("WO-1", "manager", T0, "material picked")
-    assert book.transitions[-1].reason == "material picked"
+    assert state_changes(book)[-1].reason == "material picked"
 
 
 # ---------------------------------------------------------------- hold
@@ -110,9 +111,9 @@ def test_hold_from_released_resumes_to_released() -> None:
     assert (job.state, job.held_from) == (HOLD, RELEASED)
     book.resume("WO-1", "quality", at(20))
     assert (job.state, job.held_from) == (RELEASED, None)
-    assert book.transitions[-2:] == [
-        Transition("WO-1", at(10), "quality", RELEASED, HOLD, "material shortage"),
-        Transition("WO-1", at(20), "quality", HOLD, RELEASED, "resumed"),
+    assert state_changes(book)[-2:] == [
+        JobStateChanged("WO-1", RELEASED, HOLD, "material shortage", "quality", at(10)),
+        JobStateChanged("WO-1", HOLD, RELEASED, "resumed", "quality", at(20)),
     ]
 
 
@@ -124,7 +125,7 @@ def test_hold_from_running_resumes_to_running() -> None:
     assert job.held_from is RUNNING
     book.resume("WO-1", "engineer", at(20), "M1 repaired")
     assert job.state is RUNNING
-    assert book.transitions[-1] == Transition("WO-1", at(20), "engineer", HOLD, RUNNING, "M1 repaired")
+    assert state_changes(book)[-1] == JobStateChanged("WO-1", HOLD, RUNNING, "M1 repaired", "engineer", at(20))
 
 
 def test_hold_blocks_new_starts_and_entries_but_a_step_already_begun_still_ends() -> None:
@@ -240,7 +241,7 @@ def test_a_created_job_can_be_cancelled_freeing_its_whole_quantity() -> None:
     new_job(book, "WO-1", quantity=25)
     variance = book.close("WO-1", "cancelled", "erp", T0)
     assert variance == Variance("WO-1", 25, 0, 0, 0, 0, 25)
-    assert book.transitions[-1].from_state is CREATED
+    assert state_changes(book)[-1].from_state is CREATED
 
 
 def test_close_from_hold_clears_the_hold() -> None:
@@ -249,7 +250,7 @@ def test_close_from_hold_clears_the_hold() -> None:
     book.hold("WO-1", "why", "quality", T0)
     book.close("WO-1", "", "erp", at(5))
     assert (job.state, job.held_from) == (CLOSED, None)
-    assert book.transitions[-1] == Transition("WO-1", at(5), "erp", HOLD, CLOSED, "closed")
+    assert state_changes(book)[-1] == JobStateChanged("WO-1", HOLD, CLOSED, "closed", "erp", at(5))
 
 
 # ---------------------------------------------------------------- counts

@@ -18,9 +18,9 @@ Invariants checked after every command:
   (0 after a start, +1 after each pass, the same after a fail, the same operation after a merge or a
   split without steps, the first step after a split to new steps);
 - a job's routing never changes after release, whatever happens to templates or the process;
-- the transition record chains from None to the job's current state; Created and Released jobs (and
-  jobs held from Released) have no units; templates referenced by a job are frozen or deprecated; a
-  default template is usable;
+- the record of state changes (the JobStateChanged events) chains from None to the job's current state;
+  Created and Released jobs (and jobs held from Released) have no units; templates referenced by a job
+  are frozen or deprecated; a default template is usable;
 - a live unit carries an open Lost Audit exactly when the model saw it flagged and not yet resolved by an
   engineer (activity on it never closes it, and is reported as LostAuditActivity), and no unit is
   flagged again while its audit is open;
@@ -46,6 +46,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import NewJob
 from gateway.jobs.events import (
+    JobStateChanged,
     JobTargetReached,
     LostAuditActivity,
     LostAuditFlagged,
@@ -331,8 +332,8 @@ class JobBookMachine(RuleBasedStateMachine):
         if refusal is not None:
             assert refusal.reason is STATE_REASON.get(state, Reason.INVALID_TRANSITION)  # type: ignore[arg-type]
             return
-        last = self.book.transitions[-1]
-        assert (last.job_id, last.from_state, last.at) == (job_id, state, now)
+        last = [e for e in self.book.events if isinstance(e, JobStateChanged)][-1]
+        assert (last.job, last.from_state, last.at) == (job_id, state, now)
         if action == "release":
             self.routing_at_release[job_id] = job.routing
         if action == "resume":
@@ -664,13 +665,15 @@ class JobBookMachine(RuleBasedStateMachine):
             assert self.book.jobs[job_id].routing == routing, job_id
 
     @invariant()
-    def transitions_chain_to_the_current_state(self) -> None:
+    def state_changes_chain_to_the_current_state(self) -> None:
         last: dict[str, JobState] = {}
-        for transition in self.book.transitions:
-            assert transition.from_state == last.get(transition.job_id)
-            last[transition.job_id] = transition.to_state
-            assert transition.actor
-            assert transition.reason
+        for change in self.book.events:
+            if not isinstance(change, JobStateChanged):
+                continue
+            assert change.from_state == last.get(change.job)
+            last[change.job] = change.to_state
+            assert change.actor
+            assert change.reason
         for job_id, job in self.book.jobs.items():
             assert last[job_id] is job.state
             if job.state is JobState.HOLD:

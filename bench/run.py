@@ -376,15 +376,15 @@ LAYERS = [
 # What a sample is part of: the share of samples with this frame anywhere in the stack.
 WITHIN = [
     ("decode a request, dispatch (UaProcessor)", "UaProcessor._process_message"),
-    ("method handler (gateway/opcua/server.py _call)", "OpcUaServer._call"),
+    ("method handler (gateway/opcua/calls.py answer)", "Calls.answer"),
     ("argument checks (parse)", "gateway/opcua/arguments.py"),
     ("writer cycle (Writer._cycle)", "Writer._cycle"),
     ("apply to the cell model", "Writer._apply"),
     ("rows of the batch (batch_rows)", "batch_rows"),
     ("committed view (views.refresh)", "refresh (gateway/service/views.py"),
     ("write the batch (write_batch)", "write_batch"),
-    ("publish after commit (on_commit)", "OpcUaServer.on_commit"),
-    ("canonical log line", "_canonical_line"),
+    ("publish after commit (on_commit)", "Publisher.on_commit"),
+    ("canonical log line", "canonical_line"),
     ("send the answers (transport.write)", "_SelectorSocketTransport.write"),
     ("metrics", "metrics"),
 ]

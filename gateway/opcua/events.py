@@ -1,4 +1,5 @@
-"""The gateway's OPC UA event types, raised on ``Objects/Cell`` after the facts are committed.
+"""The gateway's OPC UA event types, raised on ``Objects/Cell`` after the facts are committed, and
+the events each applied command raises (:func:`raise_events`).
 
 Custom fields are named so they never collide with BaseEventType's (``EventId`` and ``Message`` are
 the server's own): the PLC's EventId travels as ``ReportEventId``. Clients subscribe to ``Cell`` with
@@ -12,7 +13,18 @@ from typing import Any
 
 from asyncua import ua
 
+from gateway.cell.commands import Command
+from gateway.jobs.events import (
+    JobStateChanged,
+    JobTargetReached,
+    LostAuditActivity,
+    LostAuditFlagged,
+    UnitFinished,
+)
+from gateway.jobs.model import JobState
 from gateway.logging import get_logger
+from gateway.service.writer import Applied
+from gateway.tracking.reports import Report
 
 log = get_logger(__name__)
 
@@ -55,3 +67,86 @@ async def create_event_types(server: Any, ns: int, cell: Any) -> EventTypes:
         nodes[name] = etype
         generators[name] = await server.get_event_generator(etype, cell)
     return EventTypes(generators, nodes)
+
+
+async def raise_events(events: EventTypes, item: Applied) -> None:
+    """The events of one applied command: its refusal, its anomalies, and the jobs' and units' events."""
+    answer, command = item.answer, item.command
+    common = report_fields(command)
+    if answer.reason is not None:
+        await events.raise_event(
+            "RejectionEventType",
+            f"{command.kind} {_where(command)} refused ({answer.reason.value}): {answer.message}",
+            {**common, "Reason": answer.reason.value},
+        )
+    for flag in answer.flags:
+        fields: dict[str, Any] = {**common, "Reason": flag.anomaly.value}
+        named = {"Serial": flag.serial, "Pallet": flag.pallet, "Job": flag.job}
+        fields.update({k: v for k, v in named.items() if v})
+        await events.raise_event("AnomalyEventType", flag.message, fields, severity=300)
+    for event in item.events:
+        if isinstance(event, JobStateChanged) and event.to_state is not JobState.CREATED:
+            # a Created job is invisible to the shop floor, in events as in the address space
+            await events.raise_event(
+                "JobStateChangedEventType",
+                f"job {event.job}: {event.from_state or 'new'} -> {event.to_state} ({event.reason})",
+                {
+                    "Job": event.job,
+                    "FromState": event.from_state.value if event.from_state else "",
+                    "ToState": event.to_state.value,
+                    "Reason": event.reason,
+                },
+            )
+        elif isinstance(event, UnitFinished):
+            await events.raise_event(
+                "UnitFinishedEventType",
+                f"{event.serial} of {event.job} finished",
+                {"Serial": event.serial, "Job": event.job},
+                severity=100,
+            )
+        elif isinstance(event, JobTargetReached):
+            await events.raise_event(
+                "JobTargetReachedEventType",
+                f"job {event.job}: {event.finished} of {event.quantity} ordered finished; target reached, "
+                "it may be closed",
+                {"Job": event.job, "Quantity": event.quantity, "Finished": event.finished},
+                severity=300,
+            )
+        elif isinstance(event, LostAuditActivity):
+            await events.raise_event(
+                "LostAuditActivityEventType",
+                f"{event.serial} of {event.job}, under an open Lost Audit, was active at "
+                f"{event.station or 'the cell'}; the audit stays open until an engineer resolves it",
+                {"Serial": event.serial, "Job": event.job, "Station": event.station},
+                severity=500,
+            )
+        elif isinstance(event, LostAuditFlagged):
+            await events.raise_event(
+                "LostAuditEventType",
+                f"{event.serial} of {event.job} idle for {event.idle_seconds / 86400:.1f} days: Lost Audit",
+                {
+                    "Serial": event.serial,
+                    "Job": event.job,
+                    "Station": event.station,
+                    "IdleSeconds": event.idle_seconds,
+                },
+                severity=700,
+            )
+
+
+def _where(command: Command) -> str:
+    return f"at {command.station}" if isinstance(command, Report) and command.station else ""
+
+
+def report_fields(command: Command) -> dict[str, str]:
+    """What a command names, as the events' fields name it (and the canonical log line, in lower case)."""
+    if not isinstance(command, Report):
+        job = getattr(command, "job_id", "") or getattr(command, "target_job_id", "")
+        return {"Job": job, "Serial": getattr(command, "serial", "")}
+    return {
+        "Station": command.station,
+        "ReportEventId": command.event_id,
+        "Pallet": getattr(command, "pallet", ""),
+        "Serial": getattr(command, "serial", ""),
+        "Job": getattr(command, "job", ""),
+    }

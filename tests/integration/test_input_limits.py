@@ -17,7 +17,7 @@ from asyncua import ua
 
 from gateway import limits
 from gateway.config import CellConfig
-from gateway.opcua.server import JOB_METHODS
+from gateway.opcua.contract import JOB_METHODS
 from tests.integration.erp_support import day, erp_gateway
 from tests.integration.opcua_client import NOW, CellClient, i32
 from tests.integration.opcua_support import Session, cell_toml, good, model_state, refused, serving

@@ -199,13 +199,13 @@ async def test_concurrent_calls_as_different_users_each_see_their_own_user(
 
     async with serving(make_config(cell_toml(tmp_path))) as session, AsyncExitStack() as stack:
         cells = {user: await stack.enter_async_context(session.connect(user)) for user in plans}
-        handle = session.gateway.opcua._call
+        handle = session.gateway.opcua.calls.answer
 
         async def after_others(method: Any, station: str, variants: Any) -> Any:
             await asyncio.sleep(0)  # let other sessions' requests run first: a shared variable would be theirs now
             return await handle(method, station, variants)
 
-        monkeypatch.setattr(session.gateway.opcua, "_call", after_others)
+        monkeypatch.setattr(session.gateway.opcua.calls, "answer", after_others)
         outcomes = await asyncio.gather(*(storm(cells[user], user) for user in plans))
         assert [code for per_user in outcomes for _, _, code in per_user] == [
             "Good" if ok else "BadUserAccessDenied" for per_user in outcomes for _, ok, _ in per_user

@@ -40,8 +40,8 @@ from gateway.orders.commands import (
     UpdateOrder,
 )
 from gateway.security.logins import LoginGuard, login_guard
-from gateway.service import erp
 from gateway.service.writer import Answer, Writer
+from gateway.storage import erp_queries as erp
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 After = Annotated[str | None, Query(max_length=2 * limits.MAX_ID_LENGTH, description="next_after of the previous page")]

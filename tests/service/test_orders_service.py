@@ -28,8 +28,8 @@ from gateway.orders.commands import (
     UpdateOrder,
 )
 from gateway.orders.costs import unit_cost
-from gateway.service import erp
 from gateway.service.replay import replay
+from gateway.storage import erp_queries as erp
 from gateway.storage import rows as R
 from gateway.storage import schema as S
 from gateway.tracking.reports import (

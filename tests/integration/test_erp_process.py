@@ -7,7 +7,6 @@ reaches the gateway, which stops HTTP and OPC UA and lets the writer finish with
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -17,18 +16,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import DEMO_CONFIG, free_port
-
-
-async def _until(stream: asyncio.StreamReader, event: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    while True:
-        raw = await stream.readline()
-        if not raw:
-            raise AssertionError(f"process ended before logging {event!r}; got {lines}")
-        line = json.loads(raw)
-        lines.append(line)
-        if line.get("event") == event:
-            return line
+from simulators.gateway_process import free_port
+from tests.support import DEMO_CONFIG, read_json_lines
 
 
 async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path: Path, port: int) -> None:
@@ -47,7 +36,7 @@ async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path
     lines: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(30):
-            started = await _until(proc.stdout, "gateway_started", lines)
+            started = await read_json_lines(proc.stdout, "gateway_started", lines)
         assert started["http"] == f"http://127.0.0.1:{http_port}/"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", auth=("erp", "erp")) as http:
             order = {"id": "XYZ", "due": "2030-01-31", "parts": {"ABC123": 2}}
@@ -58,7 +47,7 @@ async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path
         loop = asyncio.get_running_loop()
         sent = loop.time()
         async with asyncio.timeout(10):
-            await _until(proc.stdout, "gateway_stopped", lines)
+            await read_json_lines(proc.stdout, "gateway_stopped", lines)
             rest = await proc.stdout.read()
             code = await proc.wait()
         assert loop.time() - sent < 5

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 from asyncua import Client
 
-from tests.conftest import DEMO_CONFIG, free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient
+from tests.support import DEMO_CONFIG
 
 ROUNDS = 5  # the stop used to run into the grace about one time in five
 GRACE_SECONDS = 5.0  # the demo config's server.shutdown_grace_seconds

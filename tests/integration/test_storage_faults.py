@@ -35,9 +35,10 @@ from sqlalchemy import event
 from gateway.config import CellConfig
 from gateway.http.status_page import FAILURE_MEMORY_SECONDS
 from gateway.storage.sql_store import SqlStore
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient
 from tests.integration.opcua_support import Session, serving
+from tests.support import DEMO_CONFIG, ROOT
 
 BUDGET = 1.0  # /healthz answers within this (gateway.http.status_page.HEALTH_BUDGET_SECONDS)
 ANSWERED_WITHIN = BUDGET + 0.5  # the budget plus an HTTP round trip on a busy test machine

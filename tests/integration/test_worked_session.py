@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, ROOT
+from tests.support import DEMO_CONFIG, ROOT
 
 DOCS = ROOT / "docs" / "opcua.md"
 SECTION = "## A worked session for a PLC programmer"

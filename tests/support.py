@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,17 @@ class ModelParts:
     @property
     def tracker(self):  # type: ignore[no-untyped-def]
         return self.model.tracker
+
+
+async def spawn_gateway(
+    config: Path, cwd: Path, env: Mapping[str, str], *args: str, before: Sequence[str] = ()
+) -> asyncio.subprocess.Process:
+    """``cell-gateway run --json-logs`` on ``config`` in a process of its own, its stdout and stderr piped
+    together (its JSON log lines). ``before``: a command that runs it (as another user, say)."""
+    return await asyncio.create_subprocess_exec(
+        *before, sys.executable, "-m", "gateway", "run", "--config", str(config), "--json-logs", *args,
+        cwd=cwd, env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
 
 
 async def read_json_lines(stream: asyncio.StreamReader, until: str, lines: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,14 +10,13 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from simulators.gateway_process import free_port
-from tests.support import DEMO_CONFIG, read_json_lines
+from tests.support import DEMO_CONFIG, read_json_lines, spawn_gateway
 
 
 async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path: Path, port: int) -> None:
@@ -28,10 +27,7 @@ async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path
         CELL_GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}",
         CELL_GATEWAY_HTTP_PORT=str(http_port),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    proc = await spawn_gateway(DEMO_CONFIG, tmp_path, env)
     assert proc.stdout is not None
     lines: list[dict[str, Any]] = []
     try:

@@ -1,28 +1,24 @@
-"""Shared test harness: free ports, temporary databases, the demo config, and a leak check."""
+"""Shared fixtures: a free port, temporary databases, the demo config, and leak checks (tasks, threads).
+
+Constants and plain helpers that test modules import are in ``tests/support.py``; nothing imports this file.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.config import CellConfig, load_config
 from gateway.logging import configure_logging
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = ROOT / "config" / "cell.toml"
+from simulators.gateway_process import free_port
+from tests.support import DEMO_CONFIG
 
 configure_logging("WARNING", json=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -70,8 +66,39 @@ def demo_config(make_config: Callable[..., CellConfig]) -> CellConfig:
     return make_config()
 
 
+#: How long threads a test started may take to end after it (a store's thread closing, an executor's
+#: workers getting their stop signal): they are joined until then, and only then reported.
+THREAD_GRACE = 2.0
+
+
 @pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running, as pymodbus's health check does: a leak here is a leak
+    in production. Set up before the test's event loop (``no_leaked_tasks`` asks for it), so it looks
+    after the loop is closed and its default executor's threads are joined.
+
+    No thread is exempt: neither the interpreter, asyncio, aiosqlite, asyncua nor uvicorn leaves one
+    running once the gateway, its store and the loop are closed.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE
+    leaked = []
+    for thread in threading.enumerate():
+        if thread in before or thread is threading.current_thread():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread)
+    if leaked:
+        names = ", ".join(
+            sorted(f"{t.name} (daemon={t.daemon}, target={getattr(t, '_target', None)!r})" for t in leaked)
+        )
+        pytest.fail(f"test left {len(leaked)} thread(s) running {THREAD_GRACE} s after it: {names}")
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks(no_leaked_threads: None) -> AsyncIterator[None]:
     """Fail a test that leaves tasks running on its loop: a leak here is a leak in production."""
     before = asyncio.all_tasks()
     yield

@@ -9,7 +9,7 @@ import pytest
 
 from simulators.gateway_process import GatewayProcess, derive_config
 from simulators.scenario import Scenario, load_scenario
-from tests.conftest import DEMO_CONFIG
+from tests.support import DEMO_CONFIG
 
 # Simulated time runs ahead of the gateway's wall clock (docs/simulator.md, "Two clocks"): a tolerance
 # of ten years keeps every SourceTime of a fast run within it; the skew fault goes beyond what the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ import httpx
 from gateway.app import Gateway, running_gateway
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
+from simulators.gateway_process import free_port
 from tests.service.shop import Shop
+from tests.support import DEMO_CONFIG, ROOT, T0
 
-T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
 TODAY = T0.date()
 ERP_CELL = ROOT / "tests" / "data" / "config" / "erp_cell.toml"
 

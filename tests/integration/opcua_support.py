@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 from gateway.app import Gateway, running_gateway
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
-from tests.conftest import DEMO_CONFIG
 from tests.integration.opcua_client import CellClient, Result
+from tests.support import DEMO_CONFIG
 
 EVENT_TYPES = (
     "RejectionEventType",

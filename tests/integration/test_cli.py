@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gateway import __version__
 from gateway.cli.main import app
 from gateway.security.passwords import verify_password
-from tests.conftest import DEMO_CONFIG, ROOT
+from tests.support import DEMO_CONFIG, ROOT
 
 runner = CliRunner()
 

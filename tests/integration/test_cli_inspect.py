@@ -19,9 +19,10 @@ from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.jobs.commands import CreateJob, ReleaseJob
 from gateway.tracking.reports import LoadCompleted, PalletArrived, ScanIn
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
+from simulators.gateway_process import free_port
 from tests.service.days import DAYS, play, read_day
-from tests.service.harness import T0, running_cell
+from tests.service.harness import running_cell
+from tests.support import DEMO_CONFIG, ROOT, T0
 
 
 async def _messy_day(config: CellConfig, start: datetime = T0) -> None:

@@ -31,8 +31,9 @@ from gateway.app import running_gateway
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.tracking.reports import CycleStarted, PalletArrived
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
-from tests.service.harness import T0, Cell
+from simulators.gateway_process import free_port
+from tests.service.harness import Cell
+from tests.support import DEMO_CONFIG, ROOT, T0
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "cell-gateway.service"

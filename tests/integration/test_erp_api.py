@@ -30,7 +30,8 @@ from gateway.tracking.reports import (
     ScanOut,
     ScanResult,
 )
-from tests.integration.erp_support import ERP_CELL, T0, Erp, day, demo_toml, erp_gateway
+from tests.integration.erp_support import ERP_CELL, Erp, day, demo_toml, erp_gateway
+from tests.support import T0
 
 MakeConfig = Callable[..., CellConfig]
 

@@ -7,28 +7,16 @@ reaches the gateway, which stops HTTP and OPC UA and lets the writer finish with
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import DEMO_CONFIG, free_port
-
-
-async def _until(stream: asyncio.StreamReader, event: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    while True:
-        raw = await stream.readline()
-        if not raw:
-            raise AssertionError(f"process ended before logging {event!r}; got {lines}")
-        line = json.loads(raw)
-        lines.append(line)
-        if line.get("event") == event:
-            return line
+from simulators.gateway_process import free_port
+from tests.support import DEMO_CONFIG, read_json_lines, spawn_gateway
 
 
 async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path: Path, port: int) -> None:
@@ -39,15 +27,12 @@ async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path
         CELL_GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}",
         CELL_GATEWAY_HTTP_PORT=str(http_port),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    proc = await spawn_gateway(DEMO_CONFIG, tmp_path, env)
     assert proc.stdout is not None
     lines: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(30):
-            started = await _until(proc.stdout, "gateway_started", lines)
+            started = await read_json_lines(proc.stdout, "gateway_started", lines)
         assert started["http"] == f"http://127.0.0.1:{http_port}/"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", auth=("erp", "erp")) as http:
             order = {"id": "XYZ", "due": "2030-01-31", "parts": {"ABC123": 2}}
@@ -58,7 +43,7 @@ async def test_the_erp_api_is_served_by_the_process_and_ctrl_c_stops_it(tmp_path
         loop = asyncio.get_running_loop()
         sent = loop.time()
         async with asyncio.timeout(10):
-            await _until(proc.stdout, "gateway_stopped", lines)
+            await read_json_lines(proc.stdout, "gateway_stopped", lines)
             rest = await proc.stdout.read()
             code = await proc.wait()
         assert loop.time() - sent < 5

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,8 @@ from asyncua import Client
 from gateway import __version__
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import current_revision, head_revision
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
-
-
-async def _read_json_lines(stream: asyncio.StreamReader, until: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    while True:
-        raw = await stream.readline()
-        if not raw:
-            raise AssertionError(f"process ended before logging {until!r}; got {lines}")
-        line = json.loads(raw)
-        lines.append(line)
-        if line.get("event") == until:
-            return line
+from simulators.gateway_process import free_port
+from tests.support import DEMO_CONFIG, ROOT, read_json_lines, spawn_gateway
 
 
 async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Path, port: int) -> None:
@@ -42,15 +31,12 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         CELL_GATEWAY_HTTP_PORT="0",
         CELL_GATEWAY_PKI_DIR=str(tmp_path / "pki"),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    proc = await spawn_gateway(DEMO_CONFIG, tmp_path, env)
     assert proc.stdout is not None
     lines: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(30):
-            started = await _read_json_lines(proc.stdout, "gateway_started", lines)
+            started = await read_json_lines(proc.stdout, "gateway_started", lines)
         assert started["endpoint"] == f"opc.tcp://127.0.0.1:{port}/cell-gateway/"
         assert started["version"] == __version__
 
@@ -74,7 +60,7 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         loop = asyncio.get_running_loop()
         sent = loop.time()
         async with asyncio.timeout(10):
-            stopped = await _read_json_lines(proc.stdout, "gateway_stopped", lines)
+            stopped = await read_json_lines(proc.stdout, "gateway_stopped", lines)
             rest = await proc.stdout.read()
             code = await proc.wait()
         assert loop.time() - sent < 5, "Ctrl-C must stop the gateway within 5 s"
@@ -91,10 +77,7 @@ async def test_run_serves_the_demo_cell_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
 
 async def _failed_start(config: Path, cwd: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
     """Run ``cell-gateway run`` expecting it to fail: its exit code, its JSON log lines, all it printed."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(config), "--json-logs", *args,
-        cwd=cwd, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    proc = await spawn_gateway(config, cwd, {**os.environ, **env}, *args)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
     finally:

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from gateway.config import CellConfig
-from tests.conftest import ROOT
 from tests.integration.erp_support import Erp, day, erp_gateway
+from tests.support import ROOT
 
 FIFTY_MB = 50_000_000
 

@@ -15,8 +15,9 @@ from gateway.app import running_gateway
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.tracking.reports import CycleStarted, PalletArrived
-from tests.conftest import free_port
-from tests.service.harness import T0, Cell
+from simulators.gateway_process import free_port
+from tests.service.harness import Cell
+from tests.support import T0
 
 STATIONS = {"C1", "L1", "L2", "M1", "M2", "M3", "M4", "W1"}
 

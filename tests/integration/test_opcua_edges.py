@@ -23,7 +23,7 @@ from asyncua.client.ua_client import UaClientState
 
 from gateway.app import running_gateway
 from gateway.config import CellConfig
-from tests.conftest import free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient
 from tests.integration.opcua_support import good, login
 from tests.integration.test_http_edges import start_flood

@@ -26,7 +26,7 @@ import pytest
 from asyncua import ua
 
 from gateway.config import CellConfig
-from tests.conftest import free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient, i32
 from tests.integration.opcua_support import EventLog, Session, cell_toml, good, refused, serving
 

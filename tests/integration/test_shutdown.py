@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from typing import Any
 import httpx
 from asyncua import Client
 
-from tests.conftest import DEMO_CONFIG, free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient
+from tests.support import DEMO_CONFIG, spawn_gateway
 
 ROUNDS = 5  # the stop used to run into the grace about one time in five
 GRACE_SECONDS = 5.0  # the demo config's server.shutdown_grace_seconds
@@ -106,10 +106,7 @@ class _Gateway:
             "CELL_GATEWAY_HTTP_PORT": str(self.http),
             "CELL_GATEWAY_PKI_DIR": str(self.pki),
         }
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
-            cwd=self.folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = await spawn_gateway(DEMO_CONFIG, self.folder, env)
         assert self.proc.stdout is not None
         self.logs = _Logs(self.proc.stdout)
         async with asyncio.timeout(30):

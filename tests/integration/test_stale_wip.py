@@ -11,7 +11,7 @@ from gateway.errors import Reason
 from gateway.jobs.commands import CreateJob, ReleaseJob, ResolveAudit
 from gateway.jobs.model import UnitStatus
 from gateway.tracking.reports import LoadCompleted, PalletArrived
-from tests.service.harness import T0
+from tests.support import T0
 
 
 async def test_idle_units_are_flagged_once_and_resolved_found_or_lost(demo_config: CellConfig) -> None:

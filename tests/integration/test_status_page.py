@@ -18,9 +18,10 @@ from gateway.app import Gateway, running_gateway
 from gateway.clock import ManualClock
 from gateway.config import CellConfig
 from gateway.tracking.reports import REPORT_TYPES, ScanIn
-from tests.conftest import free_port
+from simulators.gateway_process import free_port
 from tests.service.days import DAYS, play, read_day
-from tests.service.harness import T0, Cell
+from tests.service.harness import Cell
+from tests.support import T0
 
 
 @asynccontextmanager

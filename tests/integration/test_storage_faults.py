@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
@@ -35,9 +34,10 @@ from sqlalchemy import event
 from gateway.config import CellConfig
 from gateway.http.status_page import FAILURE_MEMORY_SECONDS
 from gateway.storage.sql_store import SqlStore
-from tests.conftest import DEMO_CONFIG, ROOT, free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, CellClient
 from tests.integration.opcua_support import Session, serving
+from tests.support import DEMO_CONFIG, ROOT, spawn_gateway
 
 BUDGET = 1.0  # /healthz answers within this (gateway.http.status_page.HEALTH_BUDGET_SECONDS)
 ANSWERED_WITHIN = BUDGET + 0.5  # the budget plus an HTTP round trip on a busy test machine
@@ -210,10 +210,7 @@ class _Process:
             "PYTHONPATH": str(ROOT),
             "HOME": str(self.folder),
         }
-        self.proc = await asyncio.create_subprocess_exec(
-            *_as_unprivileged(), sys.executable, "-m", "gateway", "run", "--config", str(DEMO_CONFIG), "--json-logs",
-            cwd=self.folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = await spawn_gateway(DEMO_CONFIG, self.folder, env, before=_as_unprivileged())
         await self.wait_for("gateway_started")
 
     async def wait_for(self, event_name: str) -> dict[str, Any]:

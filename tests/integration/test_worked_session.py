@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, ROOT
+from tests.support import DEMO_CONFIG, ROOT, spawn_gateway
 
 DOCS = ROOT / "docs" / "opcua.md"
 SECTION = "## A worked session for a PLC programmer"
@@ -133,10 +133,7 @@ async def _start(tmp_path: Path, port: int, shared_pki: Path) -> Gateway:
         CELL_GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}",
         CELL_GATEWAY_HTTP_PORT="0",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(config), "--json-logs",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    proc = await spawn_gateway(config, tmp_path, env)
     gateway = Gateway(proc)
     started = asyncio.ensure_future(gateway.started.wait())
     try:  # started, or ended (a broken start): whichever comes first

@@ -24,7 +24,7 @@ from gateway.app import Gateway, running_gateway
 from gateway.config import CellConfig
 from gateway.jobs.commands import CreateJob, ReleaseJob
 from gateway.service.writer import Writer
-from tests.conftest import free_port
+from simulators.gateway_process import free_port
 from tests.integration.opcua_client import NOW, i32
 from tests.integration.opcua_support import cell_toml, good, serving
 from tests.service.shop import Shop

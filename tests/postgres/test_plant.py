@@ -29,10 +29,11 @@ from sqlalchemy import exc as sa_exc
 from gateway.storage.database import create_engine
 from gateway.storage.migrate import current_revision, head_revision, upgrade
 from gateway.storage.schema import metadata
+from simulators.gateway_process import free_port
 from tests.answer_lookup import check_answer_lookup
-from tests.conftest import DEMO_CONFIG, free_port
 from tests.integration.opcua_client import CellClient, i32
 from tests.integration.opcua_support import good
+from tests.support import DEMO_CONFIG
 
 
 def cell_config(folder: Path, url: str, schema: str, pki_dir: Path) -> Path:

@@ -15,9 +15,9 @@ from gateway.storage.database import create_engine
 from gateway.storage.migrate import head_revision, upgrade
 from gateway.storage.schema import metadata
 from tests.answer_lookup import check_answer_lookup
-from tests.conftest import DEMO_CONFIG
 from tests.service.days import DAYS, play, read_day, summary
 from tests.service.harness import running_cell, whole_book
+from tests.support import DEMO_CONFIG
 
 
 def _config(url: str) -> CellConfig:

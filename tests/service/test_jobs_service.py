@@ -31,8 +31,8 @@ from gateway.tracking.reports import (
     PalletArrived,
     PalletDeparted,
 )
-from tests.conftest import DEMO_CONFIG
 from tests.service.harness import Cell, running_cell
+from tests.support import DEMO_CONFIG
 
 
 async def test_a_template_edited_after_a_job_was_created_leaves_the_job_unchanged(demo_config: CellConfig) -> None:

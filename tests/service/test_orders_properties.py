@@ -57,9 +57,8 @@ from gateway.storage.database import create_engine
 from gateway.storage.migrate import upgrade
 from gateway.storage.sql_store import SqlStore
 from gateway.storage.store import load_model
-from tests.conftest import DEMO_CONFIG
-from tests.service.harness import T0
 from tests.service.shop import Shop
+from tests.support import DEMO_CONFIG, T0
 
 PARTS = ("ABC123", "DEF456")
 # Seconds per unit per resource group of the demo's automatic routing: capacity for n units is n x this.

@@ -43,9 +43,9 @@ from gateway.tracking.reports import (
     ScanOut,
     ScanResult,
 )
-from tests.conftest import DEMO_CONFIG
-from tests.service.harness import T0, Cell, running_cell
+from tests.service.harness import Cell, running_cell
 from tests.service.shop import Shop
+from tests.support import DEMO_CONFIG, T0
 
 DUE = date(2026, 3, 10)
 PLENTY = {"LOAD": 1e6, "MILL": 1e6, "WASH": 1e6, "CMM": 1e6}

@@ -22,9 +22,9 @@ from gateway.app import build_model
 from gateway.config import CellConfig, load_config
 from gateway.service.replay import replay
 from gateway.tracking.reports import REPORT_TYPES
-from tests.conftest import DEMO_CONFIG
 from tests.service.days import DAYS, play, read_day, summary
 from tests.service.harness import running_cell, whole_book
+from tests.support import DEMO_CONFIG
 
 TOLERANCE_S = 300  # the demo config's source_time_tolerance_seconds
 

@@ -20,8 +20,9 @@ from gateway.jobs.commands import ApproveTemplate, CreateJob, CreateTemplate, Re
 from gateway.jobs.model import RoutingSourceKind
 from gateway.orders.commands import ReceiveOrder, RunSchedule
 from gateway.service.replay import ReplayResult, replay
-from tests.service.harness import T0, running_cell, whole_book
+from tests.service.harness import running_cell, whole_book
 from tests.service.shop import Shop
+from tests.support import T0
 
 DUE = date(2026, 3, 10)
 # Room on the mills for two units at 900 s each, for one at 1000 s.

@@ -35,8 +35,7 @@ from gateway.storage import rows as R
 from gateway.storage.batch import BatchRows
 from gateway.storage.memory_store import BadRow, MemoryStore, StoreOutage, _stored
 from gateway.tracking.reports import CycleEnded, CycleResult, CycleStarted, LoadCompleted, PalletArrived, PalletDeparted
-from tests.conftest import DEMO_CONFIG
-from tests.service.harness import T0
+from tests.support import DEMO_CONFIG, T0
 
 PALLETS = ("P1", "P2", "P3")
 STATIONS = ("L1", "L2", "M1", "W1")

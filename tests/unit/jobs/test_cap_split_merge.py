@@ -9,7 +9,7 @@ from gateway.jobs.book import JobBook
 from gateway.jobs.events import JobStateChanged, StepRecorded, UnitsMoved
 from gateway.jobs.model import Cost, CostKind, JobState, RoutingSourceKind, UnitStatus, max_quantity
 
-from .cell import (
+from .demo_book import (
     OP25,
     PROCESS_OPS,
     REWORK_OPS,

@@ -6,8 +6,9 @@ from gateway.errors import Reason
 from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.events import JobStateChanged, UnitFinished, UnitScrapped, UnitStarted
 from gateway.jobs.model import CostKind, JobState, UnitStatus, Variance
+from tests.support import T0
 
-from .cell import OP10, OP20, OP30, OP40, OP50, T0, at, make_book, new_job, pass_step, refused, released_job, start
+from .demo_book import OP10, OP20, OP30, OP40, OP50, at, make_book, new_job, pass_step, refused, released_job, start
 
 CREATED, RELEASED, RUNNING, HOLD, CLOSED = (
     JobState.CREATED,

@@ -66,8 +66,9 @@ from gateway.jobs.model import (
     UnitStatus,
     max_quantity,
 )
+from tests.support import T0
 
-from .cell import OP10, OP20, OP30, OP35, OP40, OP50, REWORK_OPS, STATIONS, T0, make_book, make_layout, snapshot
+from .demo_book import OP10, OP20, OP30, OP35, OP40, OP50, REWORK_OPS, STATIONS, make_book, make_layout, snapshot
 
 SPECS = [("PX", "A"), ("PX", "B"), ("PY", "A")]
 OPERATION_LISTS: list[tuple[str, ...]] = [

@@ -8,8 +8,9 @@ from gateway.errors import Reason
 from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.events import StepRecorded
 from gateway.jobs.model import UnitStatus
+from tests.support import T0
 
-from .cell import OP20, T0, at, make_book, pass_step, refused, released_job, snapshot, start
+from .demo_book import OP20, at, make_book, pass_step, refused, released_job, snapshot, start
 
 
 def running_job(book: JobBook, operations: tuple[str, ...] = ()) -> None:

@@ -9,7 +9,7 @@ from gateway.jobs.book import JobBook
 from gateway.jobs.events import LostAuditActivity, LostAuditFlagged, LostAuditResolved, UnitScrapped
 from gateway.jobs.model import UnitStatus
 
-from .cell import at, make_book, pass_step, refused, released_job, snapshot, start
+from .demo_book import at, make_book, pass_step, refused, released_job, snapshot, start
 
 THIRTY_DAYS = timedelta(days=30)
 

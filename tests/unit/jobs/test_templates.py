@@ -8,7 +8,7 @@ from gateway.errors import Reason
 from gateway.jobs.book import JobBook
 from gateway.jobs.model import RoutingSource, RoutingSourceKind, TemplateStatus
 
-from .cell import (
+from .demo_book import (
     OP10,
     OP20,
     OP30,

@@ -13,7 +13,7 @@ from gateway.errors import Reason
 from gateway.jobs.model import JobState, UnitStatus
 from gateway.orders.commands import BackOutJob, assign_finished_unit, handle
 from gateway.orders.model import OrderBook
-from tests.unit.jobs.cell import at, make_book, pass_step, refused, released_job, start
+from tests.unit.jobs.demo_book import at, make_book, pass_step, refused, released_job, start
 
 
 def test_a_back_out_rebooks_what_was_not_started_and_lets_units_in_progress_finish() -> None:

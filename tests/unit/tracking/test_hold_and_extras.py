@@ -26,7 +26,7 @@ from gateway.tracking.reports import (
     ScanResult,
     Scrap,
 )
-from tests.unit.tracking.cell import Sim
+from tests.unit.tracking.demo_model import Sim
 
 MILL, WASH = "PRG-MILL-100", "PRG-WASH-1"
 

@@ -18,7 +18,8 @@ from gateway.tracking.reports import (
     PalletDeparted,
 )
 from gateway.tracking.tracker import pallet_overfilled, split_elapsed
-from tests.unit.tracking.cell import T0, Sim
+from tests.support import T0
+from tests.unit.tracking.demo_model import Sim
 
 
 def through_machining(sim: Sim, pallet: str, machine: str = "M1") -> None:

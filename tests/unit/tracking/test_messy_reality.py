@@ -22,7 +22,7 @@ from gateway.tracking.reports import (
     ScanOut,
     ScanResult,
 )
-from tests.unit.tracking.cell import Sim
+from tests.unit.tracking.demo_model import Sim
 
 MILL = "PRG-MILL-100"
 

@@ -55,9 +55,8 @@ from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage.store import restore_model
 from gateway.tracking.reports import LoadCompleted, PalletArrived, ScanIn, ScanOut, ScanResult, Scrap, StartUnit
-from tests.conftest import DEMO_CONFIG
+from tests.support import DEMO_CONFIG, T0
 
-T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
 STATION_FOR = {"OP10": "L1", "OP20": "M1", "OP30": "W1", "OP40": "L1", "OP50": "C1"}
 JOB_IDS = ["", "", "J-0001", "J-0002", "X1"]
 SERIALS = ["", "", "S1", "S2", "DEMO-000004"]

@@ -11,12 +11,10 @@ from gateway.cell.model import CellModel
 from gateway.config import load_config
 from gateway.jobs.commands import CreateJob, ReleaseJob
 from gateway.tracking.tracker import Outcome
-from tests.conftest import DEMO_CONFIG
-
-T0 = datetime.fromisoformat("2026-03-02T06:00:00+00:00")
+from tests.support import DEMO_CONFIG, T0, ModelParts
 
 
-class Sim:
+class Sim(ModelParts):
     """Applies commands to a CellModel with a clock that only moves when told to."""
 
     def __init__(self, **overrides: Any) -> None:
@@ -30,14 +28,6 @@ class Sim:
         self.model: CellModel = build_model(config)
         self.now = T0
         self._ids = 0
-
-    @property
-    def book(self):  # type: ignore[no-untyped-def]
-        return self.model.book
-
-    @property
-    def tracker(self):  # type: ignore[no-untyped-def]
-        return self.model.tracker
 
     def at(self, seconds: float) -> datetime:
         """Move the clock forward by ``seconds`` and return the new time."""

@@ -1,4 +1,4 @@
-"""A small cell for the jobs tests, built like the demo cell, and helpers to look at a JobBook.
+"""A JobBook of a small cell for the jobs tests, built like the demo cell, and helpers to look at it.
 
 Not a conftest: the tests import what they need from here, so they run without any fixture.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -18,8 +18,7 @@ from gateway.errors import Reason, Refused
 from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.layout import CellLayout, StationInfo
 from gateway.jobs.model import Job, Step, StepKind, UnitStatus
-
-T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+from tests.support import T0
 
 
 def at(seconds: float = 0, *, days: float = 0) -> datetime:

@@ -115,3 +115,7 @@ class Ledger:
                 out.write(json.dumps({"type": "tag_write", **asdict(write)}) + "\n")
             for problem in self.problems:
                 out.write(json.dumps({"type": "problem", "text": problem}) + "\n")
+
+
+def ack_summary(acks: list[Ack]) -> Counter[str]:
+    return Counter(a.kind for a in acks)

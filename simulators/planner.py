@@ -14,7 +14,7 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from simulators.plc import NS_URI, CallAnswer, Link, LinkDown, NotPublished, Persistence, SimulationError
+from simulators.link import NS_URI, CallAnswer, Link, LinkDown, NotPublished, Persistence, SimulationError
 from simulators.scenario import Account, PlcSettings
 
 JOB_COUNTS = ("State", "Quantity", "MaxQuantity", "Started", "Scrapped", "Finished", "Wip")

@@ -24,10 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import Reason
+
+# The one import of the domain: the cap (ordered + yield buffer) of every job, to check started net of
+# scrap against. The gateway publishes it as the job's MaxQuantity over OPC UA only while the job is in
+# the address space, and a done job is not published again after a restart (a run with faults ends
+# with jobs whose counts were never read back); the database stores the quantity and the buffer, not
+# the cap; the ERP API's max_quantity is served over HTTP, which a simulated gateway runs without.
+# Until the cap is published for every job, the cap is computed here as the gateway computes it.
 from gateway.jobs.model import max_quantity
 from gateway.opcua.status import STATUS_OF
-from simulators.cell import SimResult, StepDone
 from simulators.ledger import Ack
+from simulators.model import SimResult, StepDone
 
 SCAN_EVENT_KINDS = frozenset(
     {"LoadCompleted", "CycleEnded", "CycleStarted", "PalletDeparted", "PalletArrived", "ScanOut"}

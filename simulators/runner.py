@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.config import load_config
-from simulators.cell import CellSimulation
 from simulators.clock import SimClock
 from simulators.gateway_process import GatewayProcess, derive_config
 from simulators.reconcile import reconcile
 from simulators.scenario import DEFAULT_SCENARIO, Fault, load_scenario, parse_faults
+from simulators.simulation import CellSimulation
 from simulators.summary import render, summarize
 
 # The simulated day runs ahead of the gateway's wall clock by up to its whole length; SourceTimes

@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
-from simulators.cell import SimResult
+from simulators.model import SimResult
 from simulators.reconcile import Reconciliation
 
 FAULT_LINES = 16

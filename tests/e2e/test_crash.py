@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from simulators.cell import CellSimulation
 from simulators.clock import SimClock
 from simulators.gateway_process import GatewayProcess
 from simulators.reconcile import reconcile
 from simulators.scenario import Fault, Scenario
+from simulators.simulation import CellSimulation
 
 pytestmark = pytest.mark.slow
 

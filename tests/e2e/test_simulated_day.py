@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from simulators.cell import CellSimulation
 from simulators.clock import SimClock
 from simulators.gateway_process import GatewayProcess
 from simulators.reconcile import reconcile
 from simulators.scenario import ALL_FAULTS, Scenario
+from simulators.simulation import CellSimulation
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,9 @@ import pytest
 from simulators.clock import SimClock
 from simulators.gateway_process import GatewayProcess
 from simulators.ledger import Ledger
+from simulators.link import Link
 from simulators.planner import Planner
-from simulators.plc import Link, Plc, TagPlc
+from simulators.plc import Plc, TagPlc
 from simulators.scenario import Account, PlcSettings
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 from gateway.errors import Reason, Refused
 from gateway.jobs.book import JobBook, NewJob
 from gateway.jobs.model import JobState, Routing, UnitStatus
+from gateway.orders.book import OrderBook
 from gateway.orders.costs import unit_cost
-from gateway.orders.model import OrderBook
 from gateway.orders.schedule import make_schedule
 
 # Bookings name parts, not revisions. A part whose engineering has a default routing template runs

@@ -11,8 +11,8 @@ from datetime import date
 
 from gateway.errors import Reason
 from gateway.jobs.model import JobState, UnitStatus
+from gateway.orders import OrderBook
 from gateway.orders.commands import BackOutJob, assign_finished_unit, handle
-from gateway.orders.model import OrderBook
 from tests.unit.jobs.cell import at, make_book, pass_step, refused, released_job, start
 
 

@@ -44,9 +44,9 @@ from gateway.orders.commands import (
     MarkWorkorderFilled,
     OrderCommand,
     UpdateOrder,
-    assign_finished_unit,
 )
-from gateway.orders.commands import handle as handle_order
+from gateway.orders.handlers import assign_finished_unit
+from gateway.orders.handlers import handle as handle_order
 from gateway.tracking.anomalies import Flag
 from gateway.tracking.reports import LoadCompleted, Report, ScanIn, ScanOut, Scrap, StartUnit
 from gateway.tracking.tracker import CellTracker, Outcome, TrackingChanges

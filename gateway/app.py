@@ -39,7 +39,7 @@ from gateway.jobs.layout import CellLayout, StationInfo
 from gateway.jobs.model import Step, StepKind
 from gateway.logging import get_logger
 from gateway.opcua.server import OpcUaServer
-from gateway.orders.model import OrderBook
+from gateway.orders import OrderBook
 from gateway.security.logins import login_guard
 from gateway.service.writer import Writer
 from gateway.storage.database import create_engine, sqlite_path, unwritable

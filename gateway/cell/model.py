@@ -37,16 +37,16 @@ from gateway.jobs.commands import (
 )
 from gateway.jobs.events import UnitFinished
 from gateway.jobs.model import Job, Unit
+from gateway.orders import OrderBook, OrderChanges, Workorder
 from gateway.orders.commands import (
     AssignSerials,
     BackOutJob,
     MarkWorkorderFilled,
     OrderCommand,
     UpdateOrder,
-    assign_finished_unit,
 )
-from gateway.orders.commands import handle as handle_order
-from gateway.orders.model import OrderBook, OrderChanges, Workorder
+from gateway.orders.handlers import assign_finished_unit
+from gateway.orders.handlers import handle as handle_order
 from gateway.tracking.anomalies import Flag
 from gateway.tracking.reports import LoadCompleted, Report, ScanIn, ScanOut, Scrap, StartUnit
 from gateway.tracking.tracker import CellTracker, Outcome, TrackingChanges

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.orders.costs import (
-    CostReport,
-    OverrunFinding,
-    OverrunKind,
-    TimeKind,
-    TimeTotals,
-    UnitCost,
-    cost_report,
-    overrun_report,
-)
-from gateway.orders.model import (
-    AuditAction,
-    AuditEntry,
-    Booking,
-    OrderBook,
-    OrderChanges,
-    Workorder,
-    extra_booking_id,
-)
+from gateway.orders.audit import AuditAction, AuditEntry
+from gateway.orders.book import OrderBook, OrderChanges
+from gateway.orders.bookings import Booking, extra_booking_id
+from gateway.orders.costs import CostReport, OverrunFinding, OverrunKind, TimeKind, TimeTotals, UnitCost, overrun_report
 from gateway.orders.schedule import DailySchedule, make_schedule
+from gateway.orders.workorders import Workorder, cost_report
 
 __all__ = [
     "AuditAction",

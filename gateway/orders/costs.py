@@ -1,4 +1,6 @@
-"""Cost report per filled workorder and the "consistently above expected" statistic (seed ``001``).
+"""The times of a cost report per filled workorder and the "consistently above expected" statistic
+(seed ``001``). The report is summed from a workorder's serials by
+:func:`gateway.orders.workorders.cost_report`.
 
 Elapsed (measured) and expected (planned: the model's load/unload time, the program cycle time) are
 kept apart everywhere, and so are the categories: labor (the pallet's time at load stations),
@@ -17,7 +19,6 @@ from enum import StrEnum
 
 from gateway.errors import Reason, Refused
 from gateway.jobs.model import Cost, CostKind
-from gateway.orders.model import Workorder
 
 
 class TimeKind(StrEnum):
@@ -158,42 +159,6 @@ class CostReport:
     def total(self, kind: TimeKind) -> float:
         value: float = getattr(self, TIME_FIELDS[kind])
         return value
-
-
-def cost_report(workorder: Workorder, units: Mapping[str, UnitCost]) -> CostReport:
-    """Sum the serials' times for a filled workorder. A serial missing from ``units`` is all unknown."""
-    if not workorder.filled or workorder.filled_at is None:
-        raise Refused(Reason.INVALID_TRANSITION, f"workorder {workorder.id!r} is not filled")
-    for serial, unit in units.items():
-        for kind in TimeKind:
-            value = unit.time(kind)
-            if value is not None and (isinstance(value, bool) or not value >= 0):
-                raise Refused(Reason.INVALID_ARGUMENT, f"serial {serial!r}: {kind} {value!r} is not >= 0")
-    by_part = {
-        part: _totals([units.get(s) or UnitCost.nothing_known(s) for s in serials])
-        for part, serials in sorted(workorder.serials.items())
-    }
-    everything = _totals([units.get(s) or UnitCost.nothing_known(s) for s in workorder.all_serials])
-    return CostReport(
-        workorder_id=workorder.id,
-        filled_at=workorder.filled_at,
-        serials=workorder.all_serials,
-        unknown=everything.unknown,
-        by_part=by_part,
-        **{name: everything.total(kind) for kind, name in TIME_FIELDS.items()},
-    )
-
-
-def _totals(units: list[UnitCost]) -> TimeTotals:
-    sums: dict[str, float] = {}
-    unknown: dict[TimeKind, int] = {}
-    for kind, name in TIME_FIELDS.items():
-        values = [unit.time(kind) for unit in units]
-        sums[name] = float(sum(v for v in values if v is not None))
-        missing = sum(1 for unit in units if not unit.complete(kind))
-        if missing:
-            unknown[kind] = missing
-    return TimeTotals(units=len(units), unknown=unknown, **sums)
 
 
 @dataclass(frozen=True, slots=True)

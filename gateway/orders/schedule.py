@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from gateway.errors import Reason, Refused
-from gateway.orders.model import Booking
+from gateway.orders.bookings import Booking
 
 # Capacity and loads are float seconds; absorb rounding so 0.3 s / 0.1 s counts as 3 units, not 2.
 _EPSILON = 1e-9

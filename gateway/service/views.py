@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.cell.model import CellModel
 from gateway.jobs.model import Job, JobState, target_reached
-from gateway.tracking.tracker import is_load_candidate
+from gateway.tracking.loading import is_load_candidate
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Executable, Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.cell.model import CellModel
-from gateway.orders.model import AuditEntry, OrderChanges
+from gateway.orders import AuditEntry, OrderChanges
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage import schema as S

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.jobs.book import JobBook
-from gateway.orders.costs import TIME_FIELDS, CostReport, TimeKind, TimeTotals, UnitCost, cost_report, unit_cost
-from gateway.orders.model import AuditEntry, Booking, Workorder
+from gateway.orders import AuditEntry, Booking, Workorder, cost_report
+from gateway.orders.costs import TIME_FIELDS, CostReport, TimeKind, TimeTotals, UnitCost, unit_cost
 from gateway.orders.schedule import DailySchedule
 
 Row = dict[str, Any]

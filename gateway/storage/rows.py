@@ -31,7 +31,7 @@ from gateway.jobs.model import (
     Unit,
     UnitStatus,
 )
-from gateway.tracking.tracker import OpenCycle, PalletState, StationState
+from gateway.tracking.floor import OpenCycle, PalletState, StationState
 
 Row = dict[str, Any]
 

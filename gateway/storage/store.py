@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.cell.model import CellModel
 from gateway.jobs.lifecycle import job_number
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
+from gateway.orders import OrderBook
 from gateway.orders.costs import unit_cost
-from gateway.orders.model import OrderBook
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage import schema as S

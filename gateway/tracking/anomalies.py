@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.jobs.model import Unit
+
 
 class Anomaly(StrEnum):
     END_WITHOUT_START = "EndWithoutStart"  # a cycle/scan end with no recorded start: elapsed unknown
@@ -52,3 +54,14 @@ class Flag:
             data.get("pallet", ""),
             data.get("job", ""),
         )
+
+
+def held_flag(unit: Unit, what: str) -> Flag:
+    """``what`` happened to a unit whose job is on hold and which had not begun the step: it stays put."""
+    return Flag(
+        Anomaly.HELD_NOT_MOVED,
+        f"{what} for {unit.serial}, whose job {unit.job_id} is on hold and which had not begun the "
+        "step: recorded, the unit does not move until the hold is released",
+        serial=unit.serial,
+        job=unit.job_id,
+    )

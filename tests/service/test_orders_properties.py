@@ -38,6 +38,7 @@ from gateway.cell.commands import Command
 from gateway.clock import ManualClock
 from gateway.config import CellConfig, load_config
 from gateway.jobs.model import JobState, UnitStatus
+from gateway.orders import OrderBook
 from gateway.orders.commands import (
     AddReplacementBooking,
     AssignSerials,
@@ -50,7 +51,6 @@ from gateway.orders.commands import (
     UnassignSerial,
     UpdateOrder,
 )
-from gateway.orders.model import OrderBook
 from gateway.service.writer import Answer, Writer
 from gateway.storage import schema as S
 from gateway.storage.database import create_engine

@@ -11,8 +11,9 @@ from datetime import date
 
 from gateway.errors import Reason
 from gateway.jobs.model import JobState, UnitStatus
-from gateway.orders.commands import BackOutJob, assign_finished_unit, handle
-from gateway.orders.model import OrderBook
+from gateway.orders import OrderBook
+from gateway.orders.commands import BackOutJob
+from gateway.orders.handlers import assign_finished_unit, handle
 from tests.unit.jobs.demo_book import at, make_book, pass_step, refused, released_job, start
 
 

@@ -9,6 +9,7 @@ import pytest
 from gateway.errors import Reason, Refused
 from gateway.jobs.commands import CloseJob, CreateJob, HoldJob
 from gateway.jobs.model import UnitStatus
+from gateway.tracking.loading import pallet_overfilled
 from gateway.tracking.reports import (
     CycleEnded,
     CycleResult,
@@ -17,7 +18,7 @@ from gateway.tracking.reports import (
     PalletArrived,
     PalletDeparted,
 )
-from gateway.tracking.tracker import pallet_overfilled, split_elapsed
+from gateway.tracking.timing import split_elapsed
 from tests.support import T0
 from tests.unit.tracking.demo_model import Sim
 

@@ -43,6 +43,7 @@ from gateway.jobs.commands import (
 )
 from gateway.jobs.events import JobEvent, UnitsMoved
 from gateway.jobs.model import Job, JobState, Unit, UnitStatus
+from gateway.orders import cost_report
 from gateway.orders.commands import (
     AssignSerials,
     BackOutJob,
@@ -50,7 +51,6 @@ from gateway.orders.commands import (
     ReceiveOrder,
     UnassignSerial,
 )
-from gateway.orders.costs import cost_report
 from gateway.storage import orders_rows as O
 from gateway.storage import rows as R
 from gateway.storage.store import restore_model

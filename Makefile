@@ -22,6 +22,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,7 +33,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis .grimp_cache .import_linter_cache
 
 # A simulated production day with every fault against a gateway started for it (var/demo/): a
 # progress bar, then the summary and the reconciliation with the gateway's database. docs/simulator.md

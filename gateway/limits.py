@@ -1,6 +1,6 @@
 """The limits of every input the gateway takes, defined once.
 
-OPC UA method arguments (``gateway/opcua/arguments.py``), tag writes (``gateway/opcua/server.py``)
+OPC UA method arguments (``gateway/opcua/arguments.py``), tag writes (``gateway/opcua/tags.py``)
 and the ERP API's bodies (``gateway/http/models.py``) all check their inputs against these numbers and
 rules, so a value that one edge refuses is refused by every other one with the same words.
 

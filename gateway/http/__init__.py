@@ -1,1 +1,2 @@
-"""The HTTP/JSON adapter for the ERP: FastAPI app, HTTP Basic auth, problem details, the uvicorn server."""
+"""The HTTP adapter: the ERP API (FastAPI), the status page and /healthz, /metrics, the docs pages, the
+edge every request passes (credentials, limits) and the uvicorn server."""

@@ -1,1 +1,1 @@
-"""Who may talk to the gateway: password hashing, and (later) users, roles and certificates."""
+"""Who may talk to the gateway: password hashes, and the LoginGuard both adapters share (back-off, decoy)."""

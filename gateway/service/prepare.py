@@ -87,10 +87,7 @@ class Preparer:
             await self._look_up(model, batch)
             return True
         except Exception as exc:
-            if self.store.is_outage(exc):
-                self._outcome(exc)
-                log.error("lookup_failed", error=str(exc), size=len(batch))
-                self.intake.fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
+            if self._store_failed(exc, batch):
                 return False
         # Not the store: one of the commands. Look up each alone; the ones that fail are refused.
         for pending in batch:
@@ -99,14 +96,21 @@ class Preparer:
             try:
                 await self._look_up(model, [pending])
             except Exception as exc:
-                if self.store.is_outage(exc):
-                    self._outcome(exc)
-                    log.error("lookup_failed", error=str(exc), size=len(batch))
-                    self.intake.fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
+                if self._store_failed(exc, batch):
                     return False
                 log.error("lookup_failed", kind=pending.command.kind, source=pending.command.source, exc_info=exc)
                 self.stats.internal_errors += 1
                 self.intake.poisoned[id(pending)] = internal_message(exc)
+        return True
+
+    def _store_failed(self, exc: Exception, batch: list[Pending]) -> bool:
+        """If the store could not be read (an outage, not a command's fault): the batch is answered
+        StoreUnavailable, and True."""
+        if not self.store.is_outage(exc):
+            return False
+        self._outcome(exc)
+        log.error("lookup_failed", error=str(exc), size=len(batch))
+        self.intake.fail(batch, StoreUnavailable(f"the store could not be read: {exc}"))
         return True
 
     async def _look_up(self, model: CellModel, batch: list[Pending]) -> None:

@@ -118,6 +118,10 @@ class ServerSettings(ConfigModel):
     # Commands waiting for the writer at most; beyond it a call is answered BadTooManyOperations (HTTP
     # 503) at once instead of queueing without bound.
     max_queued_commands: int = Field(default=20_000, ge=1)
+    # The standard faces (docs/opcua.md, "For MES integrators"): the DI, Machinery, ISA-95 Job Control and
+    # Machinery Job Management NodeSets loaded at start (about 0.75 s and 9 MB), each station a
+    # MachineryItem, the jobs as a JobManagement object. Off: the gateway's own contract only.
+    companion_specs: bool = True
 
     @field_validator("endpoint")
     @classmethod

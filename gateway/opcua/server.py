@@ -25,6 +25,7 @@ from gateway.opcua.address_space import NAMESPACE_URI, AddressSpace, build
 from gateway.opcua.calls import Calls
 from gateway.opcua.identity import ConfigUserManager, GatewayInternalServer, session_class
 from gateway.opcua.publishing import Publisher
+from gateway.opcua.standard.companion import Namespaces, load_companions
 from gateway.opcua.tags import Tags
 from gateway.opcua.transport import Edge, GatewayServer, install
 from gateway.security.logins import LoginGuard, login_guard
@@ -88,6 +89,7 @@ class OpcUaServer:
         self.server = GatewayServer(iserver=self.iserver, edge=self.edge)
         self.publisher = Publisher(self.server, writer, timedelta(hours=config.server.closed_job_retention_hours))
         self.space: AddressSpace | None = None
+        self.companions: Namespaces | None = None  # the companion namespaces, when loaded
         self._listening = False
 
     @property
@@ -112,6 +114,8 @@ class OpcUaServer:
             server, self.config.stations, self.calls.handler, self.calls.trace_handler, self.tags.start_from
         )
         self.space = self.calls.space = self.tags.space = self.publisher.space = space
+        if self.config.server.companion_specs:
+            self.companions = await load_companions(server)
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self.tags.written, priority=10)
         view = self.writer.view
         await self.publisher.publish_stations(view, set(view.stations))

@@ -26,6 +26,7 @@ from gateway.opcua.calls import Calls
 from gateway.opcua.identity import ConfigUserManager, GatewayInternalServer, session_class
 from gateway.opcua.publishing import Publisher
 from gateway.opcua.standard.companion import Namespaces, load_companions
+from gateway.opcua.standard.faces import Faces, build_faces
 from gateway.opcua.tags import Tags
 from gateway.opcua.transport import Edge, GatewayServer, install
 from gateway.security.logins import LoginGuard, login_guard
@@ -116,6 +117,7 @@ class OpcUaServer:
         self.space = self.calls.space = self.tags.space = self.publisher.space = space
         if self.config.server.companion_specs:
             self.companions = await load_companions(server)
+            await build_faces(Faces(server, self.companions, space, self.config, self.writer))
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self.tags.written, priority=10)
         view = self.writer.view
         await self.publisher.publish_stations(view, set(view.stations))

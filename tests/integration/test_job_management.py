@@ -240,3 +240,31 @@ async def test_the_job_roles_apply_to_the_standard_methods(session: Session) -> 
             # Reading the results is for every role of the gateway.
             assert (await mes.response("J-erp"))[0] in ("Good", "Uncertain")
     assert session.gateway.writer.view.jobs["J-erp"].part == "PN-100"
+
+
+async def test_store_and_start_whose_release_is_refused_leaves_the_job_created(
+    tmp_path: Path, make_config: Callable[..., CellConfig]
+) -> None:
+    config = make_config(cell_toml(tmp_path, require_approved_templates=True))
+    async with serving(config) as session:
+        mes = await find_job_management(session.cell.client)
+        mark = session.events.mark()
+        # Created, then the release refused (no approved template): Uncertain, Unable to accept, still Created.
+        assert await mes.order("StoreAndStart", job_order("J4")) == ("Uncertain", UNABLE_TO_ACCEPT)
+        await session.events.wait_for("RejectionEventType", after=mark, Reason="ApprovalRequired")
+        await mes.wait_listed({"J4": "NotAllowedToStart"})
+        assert session.gateway.writer.view.jobs["J4"].state.value == "Created"
+        # Control: Store alone is Good on the same cell.
+        assert await mes.order("Store", job_order("J5")) == ("Good", NO_ERROR)
+
+
+async def test_a_method_called_on_another_object_is_refused(session: Session) -> None:
+    mes = await find_job_management(session.cell.client)
+    store = await mes.control.get_child(f"{mes.isa}:Store")
+    request = ua.CallMethodRequest(
+        ObjectId=mes.results.nodeid, MethodId=store.nodeid, InputArguments=[ua.Variant(job_order("J6")), _comment("")]
+    )
+    (result,) = await mes.client.uaclient.call([request])
+    assert result.StatusCode.name == "BadMethodInvalid"
+    assert "J6" not in session.gateway.writer.view.jobs
+    assert await mes.order("Store", job_order("J6")) == ("Good", NO_ERROR)  # control: on its own object

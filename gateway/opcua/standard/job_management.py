@@ -43,7 +43,7 @@ from asyncua import Node, Server, ua
 
 from gateway.cell.commands import Command
 from gateway.errors import Reason
-from gateway.jobs.commands import CloseJob, HoldJob, ReleaseJob, ResumeJob
+from gateway.jobs.commands import CloseJob, CreateJob, HoldJob, ReleaseJob, ResumeJob
 from gateway.jobs.model import JobState
 from gateway.logging import get_logger
 from gateway.opcua.address_space import AddressSpace
@@ -181,10 +181,11 @@ class JobManagement:
         args = self._two(variants)
         if isinstance(args, Problem):
             return await self._malformed(method, args)
-        command = isa95.create_job_of(args[0])
-        comment = isa95.comment_of(args[1], "")
-        if isinstance(command, Problem) or isinstance(comment, Problem):
-            return await self._malformed(method, command if isinstance(command, Problem) else comment)  # type: ignore[arg-type]
+        command, comment = isa95.create_job_of(args[0]), isa95.comment_of(args[1], "")
+        for problem in (command, comment):
+            if isinstance(problem, Problem):
+                return await self._malformed(method, problem)
+        assert isinstance(command, CreateJob)
         created = await self._submit(method, command, actor, names_job=False)
         if created != NO_ERROR or not start:
             return created if isinstance(created, ua.StatusCode) else _answer(created)

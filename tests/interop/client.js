@@ -76,7 +76,10 @@ async function main() {
         const cellId = objects["Cell"].nodeId;
         const cell = await childrenByName(session, cellId);
         const stations = await childrenByName(session, cell["Stations"].nodeId);
-        emit("browse", { cell: Object.keys(cell).sort(), stations: Object.keys(stations).sort() });
+        // The contract's objects are in the gateway's namespace; the standard faces (JobManagement, ...) sit
+        // beside them in their own namespaces.
+        const own = Object.values(cell).filter((r) => r.browseName.namespaceIndex === ns).map((r) => r.browseName.name);
+        emit("browse", { cell: own.sort(), stations: Object.keys(stations).sort() });
         const m1 = await childrenByName(session, stations["M1"].nodeId);
         const kind = await session.read({ nodeId: m1["Kind"].nodeId, attributeId: AttributeIds.Value });
         const methods = Object.values(m1).filter((r) => r.nodeClass === NodeClass.Method).map((r) => r.browseName.name);

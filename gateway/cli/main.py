@@ -1,4 +1,5 @@
-"""The ``cell-gateway`` command line: run the gateway, check its config, manage its database."""
+"""The ``cell-gateway`` command line: run the gateway, check its config, manage its database, export its
+address space as a NodeSet."""
 
 from __future__ import annotations
 
@@ -159,6 +160,36 @@ def hash_password(
         typer.echo("empty password refused", err=True)
         raise typer.Exit(2)
     typer.echo(_hash(password))
+
+
+@app.command("export-nodeset")
+def export_nodeset(
+    file: Annotated[Path, typer.Argument(help="NodeSet2 XML file to write (replaced if it exists).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Write the gateway's own address space as NodeSet2 XML, for tools that import one to map tags.
+
+    Its namespace (urn:cell-gateway) with the event types and the nodes built from the config, as a
+    gateway on a fresh database starts with them (no jobs); nothing listens and no database is opened.
+    With server.companion_specs the standard faces are in it: the importer loads the companion
+    NodeSets first (listed). Exit 2 for a bad config, 3 when the file cannot be written (nothing written).
+    """
+    from gateway.app import EXIT_FILE, build_model
+    from gateway.opcua.standard.export import export_nodeset as export
+
+    cfg = _load(config)
+    if not file.parent.is_dir():
+        typer.echo(f"{file}: no folder {file.parent}", err=True)
+        raise typer.Exit(EXIT_FILE)
+    configure_logging("ERROR", json=False)  # asyncua's importer warns about the companion NodeSets
+    try:
+        exported = asyncio.run(export(cfg, lambda: build_model(cfg), file))
+    except OSError as exc:
+        typer.echo(f"{file}: cannot write: {exc.strerror or exc}", err=True)
+        raise typer.Exit(EXIT_FILE) from None
+    typer.echo(f"{file}: {exported.nodes} nodes of urn:cell-gateway ({len(cfg.stations)} stations)")
+    if exported.requires:
+        typer.echo("load these NodeSets first, in this order: " + ", ".join(exported.requires))
 
 
 @db_app.command("upgrade")

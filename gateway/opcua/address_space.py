@@ -1,5 +1,6 @@
 """The gateway's address space (docs/opcua.md), built from the cell's config: Cell with its Stations,
-Jobs, Parts and Units, their methods and variables, a station's tags, and the event types raised on Cell.
+Jobs, Parts and Units, their methods and variables, a station's tags, and the event types raised on Cell
+(a notifier under the Server object: ``Server -HasNotifier-> Cell``).
 
 Node ids are string ids under the gateway namespace that follow the browse path (``Cell/Stations/L1``),
 so a PLC programmer can write them down; they are the same across restarts. What answers a method call
@@ -73,7 +74,7 @@ class AddressSpace:
     namespace_index: int
     cell: Node
     jobs_folder: Node
-    events: EventTypes  # the event types, raised on Cell
+    events: EventTypes  # the event types, raised on Cell (and so on the Server object)
     stations: dict[str, StationNodes] = field(default_factory=dict)
     jobs: dict[str, dict[str, Node]] = field(default_factory=dict)
     tag_nodes: dict[ua.NodeId, tuple[str, str]] = field(default_factory=dict)  # node -> (station, tag)
@@ -129,6 +130,9 @@ async def build(
     ns = await server.register_namespace(NAMESPACE_URI)
     cell = await server.nodes.objects.add_object(node_id(ns, "Cell"), ua.QualifiedName("Cell", ns))
     await cell.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+    # Cell's events are the Server object's too (where integration tools subscribe by default):
+    # Server -HasNotifier-> Cell, delivered up the chain by gateway/opcua/events.py.
+    await server.nodes.server.add_reference(cell.nodeid, ua.ObjectIds.HasNotifier)
     stations_folder = await cell.add_folder(node_id(ns, "Cell/Stations"), ua.QualifiedName("Stations", ns))
     jobs = await cell.add_object(node_id(ns, "Cell/Jobs"), ua.QualifiedName("Jobs", ns))
     parts = await cell.add_object(node_id(ns, "Cell/Parts"), ua.QualifiedName("Parts", ns))

@@ -4,14 +4,23 @@ the events each applied command raises (:func:`raise_events`).
 Custom fields are named so they never collide with BaseEventType's (``EventId`` and ``Message`` are
 the server's own): the PLC's EventId travels as ``ReportEventId``. Clients subscribe to ``Cell`` with
 the custom event type so its fields are selected.
+
+Every event also reaches the notifiers above Cell in the HasNotifier chain (``Server -HasNotifier->
+Cell``: integration tools subscribe to events on the Server object by default). asyncua 2.1 does not
+walk that chain: it hands an event only to the monitored items on the node it names as its emitting
+node (``MonitoredItemService.trigger_event``; FreeOpcUa/opcua-asyncio#105). So :meth:`EventTypes.raise_event`
+delivers one event (one EventId, SourceNode Cell) once per notifier, nearest first: a subscriber on
+Server gets it once, a subscriber on Cell once, as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from asyncua import ua
+from asyncua import Node, ua
 
 from gateway.cell.commands import Command
 from gateway.jobs.events import (
@@ -44,29 +53,64 @@ EVENT_TYPES: dict[str, list[tuple[str, Any]]] = {
 
 @dataclass(slots=True)
 class EventTypes:
-    """Event generators, one per type; fields are set and the event triggered without an await between."""
+    """Event generators, one per type, emitting on Cell; ``notifiers`` are the nodes above Cell in the
+    HasNotifier chain (nearest first) and ``deliver`` hands an event to the monitored items on its
+    emitting node (asyncua's subscription service)."""
 
     generators: dict[str, Any]
     nodes: dict[str, Any]
+    notifiers: tuple[ua.NodeId, ...]
+    deliver: Callable[[Any], Awaitable[None]]
+    # One event at a time: a generator's event object is filled, stamped and delivered to every
+    # notifier before the next event of any type (delivery awaits the subscriptions' publishing).
+    raising: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def raise_event(self, type_name: str, message: str, fields: dict[str, Any], severity: int = 500) -> None:
         generator = self.generators[type_name]
         event = generator.event
-        for name, _ in EVENT_TYPES[type_name]:
-            value = fields.get(name, 0.0 if name == "IdleSeconds" else "")
-            setattr(event, name, value)
-        event.Severity = severity
-        await generator.trigger(message=message)
+        async with self.raising:
+            for name, _ in EVENT_TYPES[type_name]:
+                value = fields.get(name, 0.0 if name == "IdleSeconds" else "")
+                setattr(event, name, value)
+            event.Severity = severity
+            await generator.trigger(message=message)  # stamped (EventId, Time, Message), delivered on Cell
+            source = event.emitting_node
+            try:
+                for notifier in self.notifiers:  # the same event, up the chain
+                    event.emitting_node = notifier
+                    await self.deliver(event)
+            finally:
+                event.emitting_node = source
 
 
 async def create_event_types(server: Any, ns: int, cell: Any) -> EventTypes:
+    """The event types, their generators on ``cell``, and the notifiers above it (read from the
+    HasNotifier references already in the address space)."""
     generators: dict[str, Any] = {}
     nodes: dict[str, Any] = {}
     for name, fields in EVENT_TYPES.items():
         etype = await server.create_custom_event_type(ns, name, ua.ObjectIds.BaseEventType, fields)
         nodes[name] = etype
         generators[name] = await server.get_event_generator(etype, cell)
-    return EventTypes(generators, nodes)
+    notifiers = await notifiers_above(cell)
+    return EventTypes(generators, nodes, notifiers, server.iserver.subscription_service.trigger_event)
+
+
+async def notifiers_above(node: Node) -> tuple[ua.NodeId, ...]:
+    """The nodes whose events include ``node``'s: the sources of its inverse HasEventSource references
+    (HasNotifier is one), and theirs, nearest first; each once, ``node`` never."""
+    found: list[ua.NodeId] = []
+    todo = [node]
+    while todo:
+        current = todo.pop(0)
+        refs = await current.get_references(
+            ua.ObjectIds.HasEventSource, ua.BrowseDirection.Inverse, includesubtypes=True
+        )
+        for ref in refs:
+            if ref.NodeId != node.nodeid and ref.NodeId not in found:
+                found.append(ref.NodeId)
+                todo.append(Node(current.session, ref.NodeId))
+    return tuple(found)
 
 
 async def raise_events(events: EventTypes, item: Applied) -> None:

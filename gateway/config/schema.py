@@ -119,7 +119,7 @@ class ServerSettings(ConfigModel):
     # 503) at once instead of queueing without bound.
     max_queued_commands: int = Field(default=20_000, ge=1)
     # The standard faces (docs/opcua.md, "For MES integrators"): the DI, Machinery, ISA-95 Job Control and
-    # Machinery Job Management NodeSets loaded at start (about 0.75 s and 9 MB), each station a
+    # Machinery Job Management NodeSets loaded at start (about 1 s and 10 MB), each station a
     # MachineryItem, the jobs as a JobManagement object. Off: the gateway's own contract only.
     companion_specs: bool = True
 

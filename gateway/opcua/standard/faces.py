@@ -10,6 +10,7 @@ from asyncua import Server
 from gateway.config import CellConfig
 from gateway.opcua.address_space import AddressSpace
 from gateway.opcua.standard.companion import Namespaces
+from gateway.opcua.standard.machinery import build_machinery
 from gateway.service.writer import Writer
 
 
@@ -27,3 +28,4 @@ class Faces:
 
 async def build_faces(faces: Faces) -> None:
     """Every standard face, in the address space and following the commits."""
+    await build_machinery(faces.server, faces.namespaces, faces.space, faces.config, faces.writer)

@@ -387,3 +387,23 @@ async def test_a_state_that_cannot_be_written_is_logged_once_and_the_rest_goes_o
     assert "M3" in str(failure.msg)
     assert log.seen["M1"] == ["NotExecuting", *["Executing", "NotExecuting"] * 2]
     await shows(states, "M1", "NotExecuting")
+
+
+async def test_a_restart_shows_the_stored_states_before_any_report(config: CellConfig) -> None:
+    """The states are published from the view loaded at start, not only after a commit: a machine
+    down (or in a cycle) when the gateway stopped is shown so at once."""
+    async with serving(config) as session:
+        cell = session.cell
+        await good(cell.station("M1", "PalletArrived", "M1-1", "P1", NOW))
+        await good(cell.station("M1", "CycleStarted", "M1-2", "P1", "PRG-MILL-100", NOW))
+        await good(cell.station("M2", "PalletArrived", "M2-1", "P2", NOW))
+        await good(cell.station("M2", "CycleStarted", "M2-2", "P2", "PRG-MILL-100", NOW))
+        await good(cell.station("M2", "CycleEnded", "M2-3", "P2", "PRG-MILL-100", "interrupted", NOW))
+        await cell.wait_for("Cell/Stations/M2/State", "down")
+    async with serving(config) as session:
+        cell = session.cell
+        found = await machines(cell.client)
+        states = {s: await state_machine(cell.client, found[s], "MachineryItemState") for s in ("M1", "M2", "M3")}
+        await shows(states, "M1", "Executing")
+        await shows(states, "M2", "OutOfService")
+        await shows(states, "M3", "NotExecuting")  # the control

@@ -229,6 +229,27 @@ class DatabaseSettings(ConfigModel):
         return value
 
 
+_NAMEPLATE_MAX = 256
+
+
+def _check_nameplate(value: str) -> str:
+    # Published as they are in the station's Identification (OPC 40001-1): text an operator can read.
+    if len(value) > _NAMEPLATE_MAX:
+        raise ValueError(f"longer than {_NAMEPLATE_MAX} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain control characters (tabs, line breaks, NUL)")
+    return value
+
+
+def _check_uri(value: str) -> str:
+    if value and not urlsplit(value).scheme:
+        raise ValueError(f"{value!r} is not a URI: it needs a scheme, e.g. urn:acme:vmc-500:1234 or https://...")
+    return value
+
+
+NameplateText = Annotated[str, AfterValidator(_check_nameplate)]
+
+
 class Station(ConfigModel):
     """A place where units are loaded, machined, washed, inspected or scanned."""
 
@@ -236,6 +257,12 @@ class Station(ConfigModel):
     kind: StationKind
     groups: tuple[Ident, ...] = Field(min_length=1)
     name: str = ""
+    # The machine's nameplate, published in its Identification (the Machinery face, docs/opcua.md):
+    # empty when not known (Model is then left out; the mandatory ones hold "").
+    manufacturer: NameplateText = ""
+    model: NameplateText = ""
+    serial_number: NameplateText = ""
+    product_instance_uri: Annotated[NameplateText, AfterValidator(_check_uri)] = ""
 
 
 class Operation(ConfigModel):

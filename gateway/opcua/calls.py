@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from asyncua import ua
@@ -34,37 +35,56 @@ from gateway.tracking.reports import Report
 log = get_logger(__name__)
 
 
+class CallGate:
+    """Every method handler passes it, the contract's and the standard faces' alike: it knows when the
+    server is closing (nothing new is taken) and counts the calls taken and not answered yet."""
+
+    def __init__(self, closing: asyncio.Event) -> None:
+        self.closing = closing  # shutting down: what was taken is committed, nothing new is taken
+        self._in_calls = 0
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        self._in_calls += 1
+        self._no_calls.clear()
+        try:
+            yield
+        finally:
+            self._in_calls -= 1
+            if not self._in_calls:
+                self._no_calls.set()
+
+    async def answered(self) -> None:
+        """Until every method call taken has been answered."""
+        await self._no_calls.wait()
+
+
 class Calls:
     """Answers the method calls, and counts the calls taken and not answered yet (for a shutdown)."""
 
     def __init__(self, writer: Writer, engine: AsyncEngine, closing: asyncio.Event) -> None:
         self.writer = writer
         self.engine = engine  # for reads (Trace); every change goes through the writer
-        self.closing = closing  # shutting down: what was taken is committed, nothing new is taken
+        self.gate = CallGate(closing)
+        self.closing = closing
         self.space: AddressSpace | None = None  # once built: its event types raise the refusals
-        self._in_calls = 0  # method calls taken and not answered yet
-        self._no_calls = asyncio.Event()
-        self._no_calls.set()
 
     async def answered(self) -> None:
         """Until every method call taken has been answered."""
-        await self._no_calls.wait()
+        await self.gate.answered()
 
     def handler(self, method: Method, station: str, owner: ua.NodeId) -> MethodHandler:
         async def handle(parent: ua.NodeId, *variants: Any) -> Any:
             if parent != owner:  # asyncua runs a method whatever ObjectId the call names
                 return _wrong_object(method.name, parent, owner)
-            self._in_calls += 1
-            self._no_calls.clear()
-            try:
-                return await self.answer(method, station, variants)
-            except Exception:  # an escaping exception would reach the PLC as BadUnexpectedError
-                log.exception("opcua_method_failed", method=method.name, station=station)
-                return ua.StatusCode(ua.StatusCodes.BadInternalError)
-            finally:
-                self._in_calls -= 1
-                if not self._in_calls:
-                    self._no_calls.set()
+            with self.gate.taken():
+                try:
+                    return await self.answer(method, station, variants)
+                except Exception:  # an escaping exception would reach the PLC as BadUnexpectedError
+                    log.exception("opcua_method_failed", method=method.name, station=station)
+                    return ua.StatusCode(ua.StatusCodes.BadInternalError)
 
         handle.__name__ = f"{method.name}@{station or 'cell'}"
         return handle

@@ -117,7 +117,7 @@ class OpcUaServer:
         self.space = self.calls.space = self.tags.space = self.publisher.space = space
         if self.config.server.companion_specs:
             self.companions = await load_companions(server)
-            await build_faces(Faces(server, self.companions, space, self.config, self.writer))
+            await build_faces(Faces(server, self.companions, space, self.config, self.writer, self.calls.gate))
         server.iserver.callback_service.addListener(CallbackType.PostWrite, self.tags.written, priority=10)
         view = self.writer.view
         await self.publisher.publish_stations(view, set(view.stations))

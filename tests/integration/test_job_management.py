@@ -268,3 +268,18 @@ async def test_a_method_called_on_another_object_is_refused(session: Session) ->
     assert result.StatusCode.name == "BadMethodInvalid"
     assert "J6" not in session.gateway.writer.view.jobs
     assert await mes.order("Store", job_order("J6")) == ("Good", NO_ERROR)  # control: on its own object
+
+
+async def test_a_standard_call_during_a_shutdown_is_server_halted_and_changes_nothing(session: Session) -> None:
+    """The standard methods pass the same gate as the contract's: once the gateway stops taking calls,
+    Start is answered BadServerHalted and the job stays as it was; before, the same call is taken."""
+    mes = await find_job_management(session.cell.client)
+    assert await mes.order("Store", job_order("SD-1")) == ("Good", 1)
+    assert await mes.order("Store", job_order("SD-2")) == ("Good", 1)
+    assert await mes.command("Start", "SD-1") == ("Good", 1)  # control: taken while running
+    await session.gateway.opcua.stop_taking()
+    status, _ = await mes.call(mes.control, "Start", ua.Variant("SD-2"), _comment(""))
+    assert status.name == "BadServerHalted"
+    await session.gateway.opcua.calls_answered()  # nothing taken is left unanswered
+    assert session.gateway.writer.view.jobs["SD-2"].state.value == "Created"
+    assert session.gateway.writer.view.jobs["SD-1"].state.value == "Released"

@@ -535,3 +535,35 @@ def test_paths_from_the_environment_stay_as_given(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "conf", BASE), env=env)
     assert config.database.url == "sqlite+aiosqlite:///here/cell.db"
     assert config.server.pki_dir == Path("here/pki")
+
+
+def test_a_station_nameplate_is_optional_and_read_from_the_file() -> None:
+    assert parse_config(BASE, env={}).station("M1").manufacturer == ""  # the control: left out
+    nameplate = (
+        'id = "M1"\nmanufacturer = "Example Machine Tools"\nmodel = "VMC-500"\nserial_number = "0042"\n'
+        'product_instance_uri = "urn:example:vmc-500:0042"'
+    )
+    m1 = parse_config(changed('id = "M1"', nameplate), env={}).station("M1")
+    assert (m1.manufacturer, m1.model, m1.serial_number) == ("Example Machine Tools", "VMC-500", "0042")
+    assert m1.product_instance_uri == "urn:example:vmc-500:0042"
+
+
+@pytest.mark.parametrize(
+    ("line", "path", "message"),
+    [
+        pytest.param('manufacturer = "ACME\\nTools"', "stations[1].manufacturer", "control characters", id="newline"),
+        pytest.param('model = "VMC\\u0000"', "stations[1].model", "control characters", id="nul"),
+        pytest.param(f'serial_number = "{"9" * 257}"', "stations[1].serial_number", "longer than 256", id="long"),
+        pytest.param(
+            'product_instance_uri = "example.com/vmc/0042"',
+            "stations[1].product_instance_uri",
+            "is not a URI: it needs a scheme",
+            id="uri-without-scheme",
+        ),
+    ],
+)
+def test_a_bad_nameplate_names_the_key(line: str, path: str, message: str) -> None:
+    problems = problems_of(changed('id = "M1"', f'id = "M1"\n{line}'))
+
+    assert [p.path for p in problems] == [path], problems
+    assert message in problems[0].message

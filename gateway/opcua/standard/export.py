@@ -28,6 +28,7 @@ from gateway.cell.model import CellModel
 from gateway.clock import SystemClock
 from gateway.config import CellConfig
 from gateway.opcua.address_space import NAMESPACE_URI, MethodHandler, build
+from gateway.opcua.calls import CallGate
 from gateway.opcua.standard.companion import NODESETS, load_companions
 from gateway.opcua.standard.faces import Faces, build_faces
 from gateway.opcua.tags import Tags
@@ -61,7 +62,7 @@ async def export_nodeset(config: CellConfig, model_factory: Callable[[], CellMod
         requires: tuple[str, ...] = ()
         if config.server.companion_specs:
             companions = await load_companions(server)
-            await build_faces(Faces(server, companions, space, config, writer))
+            await build_faces(Faces(server, companions, space, config, writer, CallGate(asyncio.Event())))
             requires = tuple(namespace for namespace, _ in NODESETS)
         nodes = await get_nodes_of_namespace(server, [NAMESPACE_URI])
         partial = path.with_name(f".{path.name}.part")

@@ -9,8 +9,10 @@ from asyncua import Server
 
 from gateway.config import CellConfig
 from gateway.opcua.address_space import AddressSpace
+from gateway.opcua.calls import CallGate
 from gateway.opcua.standard.companion import Namespaces
 from gateway.opcua.standard.job_management import build_job_management
+from gateway.opcua.standard.machinery import build_machinery
 from gateway.service.writer import Writer
 
 
@@ -24,8 +26,10 @@ class Faces:
     space: AddressSpace
     config: CellConfig
     writer: Writer
+    gate: CallGate  # the server's: closing, and the calls taken and not answered yet
 
 
 async def build_faces(faces: Faces) -> None:
     """Every standard face, in the address space and following the commits."""
-    await build_job_management(faces.server, faces.namespaces, faces.space, faces.writer)
+    await build_machinery(faces.server, faces.namespaces, faces.space, faces.config, faces.writer)
+    await build_job_management(faces.server, faces.namespaces, faces.space, faces.writer, faces.gate)

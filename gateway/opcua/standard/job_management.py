@@ -47,6 +47,7 @@ from gateway.jobs.commands import CloseJob, CreateJob, HoldJob, ReleaseJob, Resu
 from gateway.jobs.model import JobState
 from gateway.logging import get_logger
 from gateway.opcua.address_space import AddressSpace
+from gateway.opcua.calls import CallGate
 from gateway.opcua.contract import JOB_ROLES, READ_ROLES
 from gateway.opcua.identity import current_user
 from gateway.opcua.standard import isa95
@@ -76,8 +77,9 @@ def _answer(bits: int, *outputs: ua.Variant) -> Any:
 class JobManagement:
     """Answers JobOrderControl's and JobOrderResults' methods, and keeps JobOrderList."""
 
-    def __init__(self, writer: Writer, space: AddressSpace, order_list: Node) -> None:
+    def __init__(self, writer: Writer, space: AddressSpace, order_list: Node, gate: CallGate) -> None:
         self.writer = writer
+        self.gate = gate  # shared with the contract's methods: closing, and the calls not answered yet
         self.space = space  # its event types raise the refusals made here
         self.order_list = order_list
         self._entries: dict[str, tuple[tuple[Any, ...], Any]] = {}  # job -> (what the entry shows, entry)
@@ -124,19 +126,26 @@ class JobManagement:
             if parent != owner:  # asyncua runs a method whatever ObjectId the call names
                 log.warning("method_called_on_wrong_object", method=name, object=safe_text(str(parent))[:200])
                 return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
-            try:
-                user = current_user()
-                if not user.has_any(roles):
-                    why = f"user {user.name!r} ({', '.join(sorted(user.roles)) or 'no roles'}) may not call {name}"
-                    await self._refuse(name, "", Reason.ACCESS_DENIED, why)
-                    return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
-                return await answer(user.name, variants)
-            except Exception:  # an escaping exception would reach the client as BadUnexpectedError
-                log.exception("opcua_method_failed", method=name)
-                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+            if self.gate.closing.is_set():  # shutting down: what was taken is committed, nothing new
+                log.warning("call_refused_shutting_down", method=name)
+                return ua.StatusCode(ua.StatusCodes.BadServerHalted)
+            with self.gate.taken():
+                return await self._answer(name, roles, answer, variants)
 
         handle.__name__ = f"ISA95.{name}"
         return handle
+
+    async def _answer(self, name: str, roles: tuple[str, ...], answer: Answer, variants: Sequence[Any]) -> Any:
+        try:
+            user = current_user()
+            if not user.has_any(roles):
+                why = f"user {user.name!r} ({', '.join(sorted(user.roles)) or 'no roles'}) may not call {name}"
+                await self._refuse(name, "", Reason.ACCESS_DENIED, why)
+                return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+            return await answer(user.name, variants)
+        except Exception:  # an escaping exception would reach the client as BadUnexpectedError
+            log.exception("opcua_method_failed", method=name)
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
 
     async def _refuse(self, method: str, job: str, reason: Reason, message: str) -> None:
         """A refusal that never reached the writer: logged and raised, as calls.py does for its own."""
@@ -287,7 +296,9 @@ UNSUPPORTED = {
 CONTROL_METHODS = ("Start", "Pause", "Resume", "Stop", "Abort", "Cancel", "RevokeStart", "Clear")
 
 
-async def build_job_management(server: Server, ns: Namespaces, space: AddressSpace, writer: Writer) -> JobManagement:
+async def build_job_management(
+    server: Server, ns: Namespaces, space: AddressSpace, writer: Writer, gate: CallGate
+) -> JobManagement:
     """``Cell/JobManagement`` with its methods linked, JobOrderList written and following the commits."""
     gw, isa = space.namespace_index, ns.isa95
     job_management = await space.cell.add_object(
@@ -307,7 +318,7 @@ async def build_job_management(server: Server, ns: Namespaces, space: AddressSpa
     await (await control.get_child(f"{isa}:MaxDownloadableJobOrders")).write_value(
         ua.Variant(2**16 - 1, ua.VariantType.UInt16)
     )
-    faces_jobs = JobManagement(writer, space, await control.get_child(f"{isa}:JobOrderList"))
+    faces_jobs = JobManagement(writer, space, await control.get_child(f"{isa}:JobOrderList"), gate)
     answers: dict[str, Answer] = {
         "Store": faces_jobs.store,
         "StoreAndStart": lambda actor, variants: faces_jobs.store(actor, variants, start=True),

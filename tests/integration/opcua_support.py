@@ -276,3 +276,13 @@ async def serving(config: CellConfig, user: str | None = None) -> AsyncIterator[
         async with login(endpoint, user) if user else Client(endpoint, timeout=10) as client:
             cell = await CellClient(client).setup()
             yield Session(gateway, cell, await subscribe_cell_events(cell), clock)
+
+
+async def subscribe_server(client: Client, types: dict[str, Any], *selected: str) -> EventLog:
+    """A subscription on the Server object (i=2253): ``selected`` event types, or BaseEventType if none."""
+    log = EventLog()
+    log.names = {node.nodeid: name for name, node in types.items()}
+    subscription = await client.create_subscription(20, log)
+    evtypes = [types[name] for name in selected] or ua.ObjectIds.BaseEventType
+    await subscription.subscribe_events(client.nodes.server, evtypes, queuesize=0)
+    return log

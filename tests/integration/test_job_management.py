@@ -19,7 +19,15 @@ from asyncua import Client, Node, ua
 from gateway.config import CellConfig
 from gateway.opcua.standard.companion import ISA95, JOBS
 from tests.integration.opcua_client import NOW
-from tests.integration.opcua_support import Session, cell_toml, good, model_state, serving
+from tests.integration.opcua_support import (
+    Session,
+    cell_toml,
+    event_type_nodes,
+    good,
+    model_state,
+    serving,
+    subscribe_server,
+)
 
 NO_ERROR, UNKNOWN_ID, INVALID_STATUS, UNABLE_TO_ACCEPT, INVALID_REQUEST = 1, 2, 8, 16, 1 << 32
 DUE = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
@@ -158,10 +166,20 @@ async def test_an_mes_stores_starts_counts_pauses_resumes_and_aborts_a_job(sessi
     assert actuals(response) == {"Produced": "1", "Scrapped": "1"}
     assert response.JobState[0].StateText.Text == "Running"
 
+    types = await event_type_nodes(session.cell.client)
+    on_server = await subscribe_server(session.cell.client, types, "RejectionEventType")
     assert await mes.command("Pause", "J1", "waiting for fixtures") == ("Good", NO_ERROR)
     await mes.wait_listed({"J1": "Interrupted"})
     held = await session.events.wait_for("JobStateChangedEventType", Job="J1", ToState="Hold")
     assert held.Reason == "waiting for fixtures"
+    # A unit for the paused job is refused, and a subscriber on the Server object (where MES and SCADA
+    # tools subscribe by default) receives the rejection.
+    cell = session.cell
+    await good(cell.station("L1", "PalletArrived", "L1-P", "P2", NOW))
+    loaded = await cell.station("L1", "LoadCompleted", "L1-Q", "P2", "J1", 1, ["SN-3"], NOW)
+    assert loaded.status.name == "BadInvalidState"
+    rejection = await on_server.wait_for("RejectionEventType", ReportEventId="L1-Q")
+    assert (rejection.Reason, rejection.Job, rejection.SourceNode) == ("JobOnHold", "J1", cell.node("Cell").nodeid)
     assert await mes.command("Resume", "J1") == ("Good", NO_ERROR)
     await mes.wait_listed({"J1": "Running"})
 

@@ -15,27 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncua import Client, ua
+from asyncua import ua
 
 from gateway.config import CellConfig
 from tests.integration.opcua_client import NOW, i32
-from tests.integration.opcua_support import EventLog, Session, cell_toml, event_type_nodes, good, refused, serving
+from tests.integration.opcua_support import (
+    EventLog,
+    Session,
+    cell_toml,
+    event_type_nodes,
+    good,
+    refused,
+    serving,
+    subscribe_server,
+)
 
 
 @pytest.fixture
 async def session(tmp_path: Path, make_config: Callable[..., CellConfig]) -> AsyncIterator[Session]:
     async with serving(make_config(cell_toml(tmp_path))) as running:  # anonymous = engineer in the demo
         yield running
-
-
-async def subscribe_server(client: Client, types: dict[str, Any], *selected: str) -> EventLog:
-    """A subscription on the Server object (i=2253): ``selected`` event types, or BaseEventType if none."""
-    log = EventLog()
-    log.names = {node.nodeid: name for name, node in types.items()}
-    subscription = await client.create_subscription(20, log)
-    evtypes = [types[name] for name in selected] or ua.ObjectIds.BaseEventType
-    await subscription.subscribe_events(client.nodes.server, evtypes, queuesize=0)
-    return log
 
 
 def with_event_id(log: EventLog, report_event_id: str) -> list[Any]:

@@ -9,10 +9,11 @@
 //   PKI_DIR           node-opcua's own PKI folder
 //   JOB               the job order id to store
 //   CALLS             JSON: station calls that produce the job's units, as client.js takes them
+//   PAUSED_CALLS      JSON: station calls made while the job is paused (the last one must be refused)
 "use strict";
 const {
     OPCUAClient, MessageSecurityMode, SecurityPolicy, UserTokenType, AttributeIds, DataType, VariantArrayType,
-    BrowseDirection, StatusCodes, resolveNodeId,
+    BrowseDirection, StatusCodes, resolveNodeId, constructEventFilter, ofType, TimestampsToReturn,
 } = require("node-opcua-client");
 const { OPCUACertificateManager } = require("node-opcua-certificate-manager");
 
@@ -153,8 +154,47 @@ async function main() {
             actuals: Object.fromEntries(jobResponse.materialActuals.map((m) => [m.materialUse, m.quantity])),
         });
 
+        // Where MES and SCADA tools subscribe by default: the Server object (i=2253), RejectionEventType.
+        const subtypes = await session.browse({
+            nodeId: "i=2041", referenceTypeId: "HasSubtype", includeSubtypes: true,
+            browseDirection: BrowseDirection.Forward, resultMask: 63,
+        });
+        const rejection = subtypes.references.find((r) => r.browseName.name === "RejectionEventType").nodeId;
+        const fields = ["EventId", "SourceNode", "Message", `${gw}:Reason`, `${gw}:Job`, `${gw}:ReportEventId`];
+        const subscription = await session.createSubscription2({
+            requestedPublishingInterval: 50, requestedLifetimeCount: 600, requestedMaxKeepAliveCount: 20,
+            maxNotificationsPerPublish: 100, publishingEnabled: true, priority: 1,
+        });
+        const onServer = await subscription.monitor(
+            { nodeId: "i=2253", attributeId: AttributeIds.EventNotifier },
+            { queueSize: 100, filter: constructEventFilter(fields, ofType(rejection)), discardOldest: false },
+            TimestampsToReturn.Neither,
+        );
+        const paused = JSON.parse(process.env.PAUSED_CALLS);
+        const expected = paused[paused.length - 1].args[0][1];
+        const refusal = new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`no RejectionEventType ${expected} on the Server object`)), 15000);
+            onServer.on("changed", (values) => {
+                const event = Object.fromEntries(fields.map((f, i) => [f.replace(/^\d+:/, ""), values[i].value]));
+                if (event.ReportEventId !== expected) return;
+                clearTimeout(timer);
+                resolve(event);
+            });
+        });
+
         await command("Pause", job, "fixture change");
         await waitListed(job, "Interrupted");
+        for (const c of paused) {
+            const object = `ns=${gw};s=Cell/Stations/${c.station}`;
+            const result = await session.call({ objectId: object, methodId: `${object}/${c.method}`, inputArguments: c.args.map(variant) });
+            emit("paused_call", { method: c.method, status: result.statusCode.name });
+        }
+        const event = await refusal;
+        emit("server_event", {
+            reason: event.Reason, job: event.Job, reportEventId: event.ReportEventId,
+            sourceNode: event.SourceNode.toString(), message: event.Message.text,
+        });
+        await subscription.terminate();
         await command("Resume", job);
         await waitListed(job, "Running");
         await command("Resume", job);

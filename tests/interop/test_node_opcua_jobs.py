@@ -76,6 +76,20 @@ async def test_node_opcua_stores_starts_counts_pauses_resumes_and_aborts_a_job(
             PKI_DIR=str(tmp_path / "node-pki"),
             JOB="J-NODE",
             CALLS=json.dumps(_produce("J-NODE")),
+            PAUSED_CALLS=json.dumps(
+                [
+                    _call("L1", "PalletArrived", ["String", "L1-P"], ["String", "P2"]),
+                    _call(
+                        "L1",
+                        "LoadCompleted",
+                        ["String", "L1-Q"],
+                        ["String", "P2"],
+                        ["String", "J-NODE"],
+                        ["UInt32", 1],
+                        ["String[]", ["SN-N3"]],
+                    ),
+                ]
+            ),
         )
         proc = await asyncio.create_subprocess_exec(
             node, str(HERE / "job_management.js"), cwd=HERE, env=env,
@@ -125,6 +139,14 @@ async def test_node_opcua_stores_starts_counts_pauses_resumes_and_aborts_a_job(
             ("J-NODE", state)
             for state in ("NotAllowedToStart", "AllowedToStart", "Running", "Interrupted", "Running", "Aborted")
         ]
+        # Paused: a unit for the job is refused, and the subscriber on the Server object hears why.
+        assert [(c["method"], c["status"]) for c in steps["paused_call"]] == [
+            ("PalletArrived", "Good"),  # the control: a pallet still arrives
+            ("LoadCompleted", "BadInvalidState"),
+        ]
+        (event,) = steps["server_event"]
+        assert (event["reason"], event["job"], event["reportEventId"]) == ("JobOnHold", "J-NODE", "L1-Q")
+        assert event["sourceNode"].endswith(";s=Cell")
         assert steps["done"] == [{}]
 
         # What node-opcua asked for is in the cell, as the engineer's commands.

@@ -117,7 +117,11 @@ class VariableNode:
 
 
 async def browse(client: Client, root: ua.NodeId) -> tuple[list[MethodNode], list[VariableNode], list[ua.NodeId]]:
-    """Every method (with its declared inputs), variable and object under ``root``, as a client sees them."""
+    """Every method (with its declared inputs), variable and object of the contract under ``root``, as a
+    client sees them: the nodes in the gateway's namespace. The standard faces beside them (JobManagement,
+    the Machinery building blocks, in the companion namespaces) take ISA-95 structures and LocalizedText
+    that these families do not generate; test_job_management.py and test_machinery_faces.py refuse
+    their malformed calls."""
     methods: list[MethodNode] = []
     variables: list[VariableNode] = []
     objects = [root]
@@ -126,6 +130,8 @@ async def browse(client: Client, root: ua.NodeId) -> tuple[list[MethodNode], lis
         parent, path = queue.pop()
         node = client.get_node(parent)
         for ref in await node.get_children_descriptions(refs=ua.ObjectIds.HierarchicalReferences):
+            if ref.BrowseName.NamespaceIndex != root.NamespaceIndex:
+                continue  # a standard face's node
             child = client.get_node(ref.NodeId)
             child_path = f"{path}/{ref.BrowseName.Name}"
             if ref.NodeClass == ua.NodeClass.Method:

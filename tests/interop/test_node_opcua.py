@@ -8,7 +8,6 @@ to RejectionEventType on Cell, calls station methods, and prints JSON lines asse
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from gateway.app import running_gateway
 from gateway.config import CellConfig
 from tests.integration.opcua_client import NOW, CellClient, i32
 from tests.integration.opcua_support import cell_toml, client_certificate, good, secure_client, trust
+from tests.interop.node_script import run_script
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,23 +86,7 @@ async def test_node_opcua_browses_calls_station_methods_and_receives_rejections(
             CALLS=json.dumps(CALLS).replace('"now"', json.dumps(gateway.clock.now().isoformat())),
             EXPECT_EVENTS="N-2,N-4,N-6",
         )
-        proc = await asyncio.create_subprocess_exec(
-            node, str(HERE / "client.js"), cwd=HERE, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(60):
-                out, _ = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        text = out.decode()
-        lines = [json.loads(line) for line in text.splitlines() if line.startswith('{"step"')]
-        assert proc.returncode == 0, text
-        steps: dict[str, list[dict[str, Any]]] = {}
-        for line in lines:
-            steps.setdefault(line.pop("step"), []).append(line)
+        steps = await run_script(node, "client.js", env, within=60)
 
         assert steps["namespace"] == [{"uri": "urn:cell-gateway", "index": cell.ns}]
         (browse,) = steps["browse"]

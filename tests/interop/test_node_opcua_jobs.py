@@ -9,7 +9,6 @@ answered Uncertain with their ReturnStatus bits.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from gateway.app import running_gateway
 from gateway.config import CellConfig
 from gateway.jobs.model import JobState
 from tests.integration.opcua_support import cell_toml
+from tests.interop.node_script import run_script
 
 HERE = Path(__file__).resolve().parent
 NULL_TIME = ["DateTime", None]
@@ -91,23 +91,7 @@ async def test_node_opcua_stores_starts_counts_pauses_resumes_and_aborts_a_job(
                 ]
             ),
         )
-        proc = await asyncio.create_subprocess_exec(
-            node, str(HERE / "job_management.js"), cwd=HERE, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(90):
-                out, _ = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        text = out.decode()
-        assert proc.returncode == 0, text
-        lines = [json.loads(line) for line in text.splitlines() if line.startswith('{"step"')]
-        steps: dict[str, list[dict[str, Any]]] = {}
-        for line in lines:
-            steps.setdefault(line.pop("step"), []).append(line)
+        steps = await run_script(node, "job_management.js", env, within=90)
 
         (found,) = steps["found"]
         assert found["browseName"].endswith(":JobManagement")

@@ -67,8 +67,7 @@ class Calls:
     def __init__(self, writer: Writer, engine: AsyncEngine, closing: asyncio.Event) -> None:
         self.writer = writer
         self.engine = engine  # for reads (Trace); every change goes through the writer
-        self.gate = CallGate(closing)
-        self.closing = closing
+        self.gate = CallGate(closing)  # the server's closing, and the calls taken and not answered yet
         self.space: AddressSpace | None = None  # once built: its event types raise the refusals
 
     async def answered(self) -> None:
@@ -92,7 +91,7 @@ class Calls:
     async def answer(self, method: Method, station: str, variants: Sequence[Any]) -> Any:
         user = current_user()
         event_id = _first_text(variants) if method.inputs and method.inputs[0] is EVENT_ID else ""
-        if self.closing.is_set():  # shutting down: what was taken is committed, nothing new is taken
+        if self.gate.closing.is_set():  # shutting down: what was taken is committed, nothing new is taken
             log.warning("call_refused_shutting_down", method=method.name, station=station, event_id=event_id)
             return ua.StatusCode(ua.StatusCodes.BadServerHalted)
         if not _allowed(user, method, station):

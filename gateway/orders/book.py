@@ -301,15 +301,10 @@ class OrderBook:
     ) -> Booking:
         """A new booking for a scrapped part (workorders unchanged): id ``<replaces or part>-repl-<n>``."""
         check_manual(at, actor, reason)
-        check_id(part, "part")
-        check_quantity(quantity)
-        check_due(due)
-        check_priority(priority)
-        booking_id = self._bookings.generate_id(f"{replaces or part}-repl")
-        booking = Booking(booking_id, due, priority, {part: quantity}, casting)
-        self._bookings.put(booking)
-        self._audit.record(at, actor, AuditAction.REPLACEMENT_BOOKING, booking_id, reason, {}, booking.parts)
-        return booking
+        prefix = f"{replaces or part}-repl"
+        return self._book_again(
+            prefix, AuditAction.REPLACEMENT_BOOKING, part, quantity, due, priority, at, actor, reason, casting
+        )
 
     def back_out(
         self,
@@ -330,14 +325,32 @@ class OrderBook:
         """
         check_manual(at, actor, reason)
         check_id(job_id, "job id")
+        prefix = f"{job_id}-backout"
+        return self._book_again(
+            prefix, AuditAction.JOB_BACKED_OUT, part, quantity, due, priority, at, actor, reason, casting
+        )
+
+    def _book_again(
+        self,
+        prefix: str,
+        action: AuditAction,
+        part: str,
+        quantity: int,
+        due: date,
+        priority: int,
+        at: datetime,
+        actor: str,
+        reason: str,
+        casting: str,
+    ) -> Booking:
+        """A booking of one part, ``<prefix>-<n>``, audited as ``action`` (a replacement, a back-out)."""
         check_id(part, "part")
         check_quantity(quantity)
         check_due(due)
         check_priority(priority)
-        booking_id = self._bookings.generate_id(f"{job_id}-backout")
-        booking = Booking(booking_id, due, priority, {part: quantity}, casting)
+        booking = Booking(self._bookings.generate_id(prefix), due, priority, {part: quantity}, casting)
         self._bookings.put(booking)
-        self._audit.record(at, actor, AuditAction.JOB_BACKED_OUT, booking_id, reason, {}, booking.parts)
+        self._audit.record(at, actor, action, booking.id, reason, {}, booking.parts)
         return booking
 
     # ------------------------------------------------------------------ schedule
